@@ -107,4 +107,24 @@ bool gguf_writer_write(gguf_writer *w, const void *data, size_t nbytes, char *er
 /* Checks every tensor was written, pads, closes. */
 bool gguf_writer_end(gguf_writer *w, char *err, size_t errlen);
 
+/* ---- additions ---- */
+/* The remaining scalar types.  llama.cpp's split files need u16
+ * (split.no, split.count); the others complete the format. */
+void gguf_set_u8(gguf_writer *w, const char *key, uint8_t v);
+void gguf_set_i8(gguf_writer *w, const char *key, int8_t v);
+void gguf_set_u16(gguf_writer *w, const char *key, uint16_t v);
+void gguf_set_i16(gguf_writer *w, const char *key, int16_t v);
+void gguf_set_i64(gguf_writer *w, const char *key, int64_t v);
+void gguf_set_f64(gguf_writer *w, const char *key, double v);
+/* Array of n arrays; inner array i holds n_inner[i] numeric elements of
+ * type etype, packed little-endian at data[i].  The format allows nested
+ * arrays but llama.cpp refuses them: do not use in model files. */
+void gguf_set_arr_arr(gguf_writer *w, const char *key, enum gguf_vtype etype,
+                      const void *const *data, const uint64_t *n_inner, uint64_t n);
+/* Element i of an array of arrays: its element type and count, and its raw
+ * packed elements if they are numeric (NULL for strings/arrays, or if the
+ * key is absent or not an array of arrays). */
+const void *gguf_get_arr_arr(const gguf_file *f, const char *key, uint64_t i,
+                             enum gguf_vtype *etype, uint64_t *n);
+
 #endif
