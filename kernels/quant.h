@@ -112,6 +112,14 @@ const char *qtype_name(int type);
  * the type is unknown. */
 size_t qtype_row_size(int type, int64_t n);
 
+/* Quantizes n weights the way llama-quantize does (no importance matrix),
+ * so generated files match downloaded ones byte for byte.  Same as
+ * from_float except for Q8_0, whose from_float follows llama.cpp's x86
+ * activation rounding (127/amax, ties to even) while llama-quantize uses
+ * 1/(amax/127) and rounds ties away from zero.  Returns the bytes written,
+ * 0 for an unknown type or n not a multiple of the block size. */
+size_t qtype_quantize_weights(int type, const float *src, void *dst, int64_t n);
+
 /* Half and bfloat16 conversions, exact IEEE round-to-nearest-even. */
 float fp16_to_f32(fp16_t h);
 fp16_t f32_to_fp16(float f);
