@@ -20,7 +20,7 @@ ifeq ($(SAN),1)
   OPT := -O1
 endif
 CFLAGS := $(OPT) $(CFLAGS_BASE)
-LDLIBS := -lpcre2-8 -lhwloc -lnuma -lprotobuf-c -lm -pthread
+LDLIBS := -lpcre2-8 -lcjson -lhwloc -lnuma -lprotobuf-c -lm -pthread
 
 AVX2_FLAGS := -mavx2 -mfma -mf16c
 AVX512_FLAGS := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
