@@ -9,6 +9,7 @@ static const moe_command commands[] = {
     {"info", cmd_info, "describe a GGUF model: hyperparameters, tensor types, memory"},
     {"logits", cmd_logits, "write the logits of every prompt position (float32)"},
     {"generate", cmd_generate, "generate text from a prompt"},
+    {"mkmodel", cmd_mkmodel, "write a random-weight deepseek2 GGUF model (tiny, mini, v3-layer, lite)"},
     {"plan", cmd_plan, "print the cluster plan for N ranks (stages, experts, memory)"},
 };
 
