@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "engine_mpi.h"
 #include "kernels.h"
 
 #define ENGINE_MAX_SEQ 256
@@ -17,11 +18,16 @@ struct engine {
     int n_ctx;                          /* positions per sequence cache */
     moe_kvcache *seq[ENGINE_MAX_SEQ];   /* created on first use */
     char desc[128];
+    engine_mpi *mpi;                    /* under mpirun: the cluster does the work (engine_mpi.c) */
 };
 
 engine *engine_open(const engine_opts *o, char *err, size_t errlen) {
-    kern_init();
     engine *e = calloc(1, sizeof *e);
+    if (e && engine_mpi_wanted()) {
+        if (!(e->mpi = engine_mpi_open(o, err, errlen))) free(e), e = NULL;
+        return e;
+    }
+    kern_init();
     if (!e) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -42,16 +48,21 @@ engine *engine_open(const engine_opts *o, char *err, size_t errlen) {
 
 void engine_close(engine *e) {
     if (!e) return;
+    if (e->mpi) engine_mpi_close(e->mpi);
     for (int i = 0; i < ENGINE_MAX_SEQ; i++) moe_kvcache_free(e->seq[i]);
     tpool_destroy(e->tp);
     moe_model_free(e->model);
     free(e);
 }
 
-const moe_model *engine_model(const engine *e) { return e->model; }
-const char *engine_desc(const engine *e) { return e->desc; }
+const moe_model *engine_model(const engine *e) { return e->mpi ? engine_mpi_model(e->mpi) : e->model; }
+const char *engine_desc(const engine *e) { return e->mpi ? engine_mpi_desc(e->mpi) : e->desc; }
 
 void engine_reset(engine *e, int seq) {
+    if (e->mpi) {
+        engine_mpi_reset(e->mpi, seq);
+        return;
+    }
     if (seq < 0 || seq >= ENGINE_MAX_SEQ) return;
     moe_kvcache_free(e->seq[seq]);
     e->seq[seq] = NULL;
@@ -59,6 +70,7 @@ void engine_reset(engine *e, int seq) {
 
 bool engine_forward(engine *e, int seq, const int *tokens, int n, int pos0, float *logits, bool all_rows,
                     char *err, size_t errlen) {
+    if (e->mpi) return engine_mpi_forward(e->mpi, seq, tokens, n, pos0, logits, all_rows, err, errlen);
     const moe_hparams *hp = &e->model->hp;
     if (seq < 0 || seq >= ENGINE_MAX_SEQ) {
         snprintf(err, errlen, "sequence id %d out of range [0, %d)", seq, ENGINE_MAX_SEQ);

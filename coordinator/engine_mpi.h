@@ -1,0 +1,30 @@
+/* The engine under mpirun (world size > 1): rank 0 is the coordinator,
+ * the other ranks serve their stages and experts (worker/cluster.h).
+ * engine.c dispatches here when engine_mpi_wanted(). */
+#ifndef MOE_ENGINE_MPI_H
+#define MOE_ENGINE_MPI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "engine.h"
+
+typedef struct engine_mpi engine_mpi;
+
+/* True when launched by mpirun (or another PMI launcher) with more than
+ * one rank.  A plain `moe` never initializes MPI. */
+bool engine_mpi_wanted(void);
+
+/* Collective: MPI init, hardware gather, plan (computed or --plan FILE,
+ * rejected before any weight is loaded if it does not fit), broadcast,
+ * per-rank loading and the resident memory report.  Ranks other than 0
+ * serve until shutdown and exit here. */
+engine_mpi *engine_mpi_open(const engine_opts *o, char *err, size_t errlen);
+void engine_mpi_close(engine_mpi *e);
+const moe_model *engine_mpi_model(const engine_mpi *e);
+const char *engine_mpi_desc(const engine_mpi *e);
+bool engine_mpi_forward(engine_mpi *e, int seq, const int *tokens, int n, int pos0, float *logits, bool all_rows,
+                        char *err, size_t errlen);
+void engine_mpi_reset(engine_mpi *e, int seq);
+
+#endif

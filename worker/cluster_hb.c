@@ -1,0 +1,167 @@
+/* Heartbeats: every rank's thread sends "alive, doing X" to rank 0 every
+ * 250 ms and rank 0's thread answers each one.  Whoever notices a peer
+ * silent for MOE_DEAD_S seconds (default 4) prints which rank and what it
+ * was last doing, then aborts the job, so a rank that crashes, is killed
+ * or stops (SIGSTOP, a hung node) never leaves the others waiting.  Its
+ * own communicator keeps these messages away from the data path. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cluster.h"
+#include "control.pb-c.h"
+
+#define HB_DOING 160
+
+struct cl_hb {
+    pthread_t thread;
+    MPI_Comm comm;           /* heartbeat communicator (dup of COMM_WORLD) */
+    int rank, size;
+    double dead_s;           /* silence that counts as dead */
+    pthread_mutex_t mu;      /* guards doing, stop */
+    char doing[HB_DOING];    /* this rank's activity */
+    int stop;
+    double *last;            /* [size] when each peer was last heard (rank 0: all; others: [0]) */
+    char (*peer_doing)[HB_DOING]; /* [size] what each peer last said */
+    MPI_Request *sreq;       /* [size] heartbeat send in flight per peer */
+    uint8_t (*sbuf)[HB_DOING + 16]; /* [size] its buffer */
+    const moe_plan *plan;    /* for naming roles */
+};
+
+void cl_doing(cl_rank *c, const char *fmt, ...) {
+    if (!c->hb) return;
+    char buf[HB_DOING];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&c->hb->mu);
+    memcpy(c->hb->doing, buf, sizeof buf);
+    pthread_mutex_unlock(&c->hb->mu);
+}
+
+static void hb_send(struct cl_hb *hb, int peer) {
+    int done = 1;
+    if (hb->sreq[peer] != MPI_REQUEST_NULL) MPI_Test(&hb->sreq[peer], &done, MPI_STATUS_IGNORE);
+    if (!done) return; /* the last one has not left: the peer is slow or gone */
+    Moe__Heartbeat m = MOE__HEARTBEAT__INIT;
+    pthread_mutex_lock(&hb->mu);
+    char doing[HB_DOING];
+    memcpy(doing, hb->doing, sizeof doing);
+    pthread_mutex_unlock(&hb->mu);
+    m.doing = doing;
+    size_t len = moe__heartbeat__get_packed_size(&m);
+    if (len > sizeof hb->sbuf[peer]) return;
+    moe__heartbeat__pack(&m, hb->sbuf[peer]);
+    MPI_Isend(hb->sbuf[peer], (int)len, MPI_BYTE, peer, 0, hb->comm, &hb->sreq[peer]);
+}
+
+static void hb_recv(struct cl_hb *hb, double now) {
+    for (;;) {
+        int flag = 0, len = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, 0, hb->comm, &flag, &st) != MPI_SUCCESS || !flag) return;
+        uint8_t buf[HB_DOING + 16];
+        MPI_Get_count(&st, MPI_BYTE, &len);
+        if (len < 0 || len > (int)sizeof buf) len = (int)sizeof buf;
+        MPI_Recv(buf, len, MPI_BYTE, st.MPI_SOURCE, 0, hb->comm, MPI_STATUS_IGNORE);
+        hb->last[st.MPI_SOURCE] = now;
+        Moe__Heartbeat *m = moe__heartbeat__unpack(NULL, (size_t)len, buf);
+        if (m) {
+            snprintf(hb->peer_doing[st.MPI_SOURCE], HB_DOING, "%s", m->doing ? m->doing : "");
+            moe__heartbeat__free_unpacked(m, NULL);
+        }
+    }
+}
+
+static void *hb_main(void *arg) {
+    struct cl_hb *hb = arg;
+    for (;;) {
+        pthread_mutex_lock(&hb->mu);
+        int stop = hb->stop;
+        pthread_mutex_unlock(&hb->mu);
+        if (stop) break;
+        double now = cl_now();
+        hb_recv(hb, now);
+        if (hb->rank == 0)
+            for (int r = 1; r < hb->size; r++) hb_send(hb, r);
+        else
+            hb_send(hb, 0);
+        for (int r = 0; r < hb->size; r++) {
+            if (r == hb->rank || (hb->rank != 0 && r != 0)) continue;
+            double silent = now - hb->last[r];
+            if (silent <= hb->dead_s) continue;
+            char role[200] = "role not assigned yet", mine[HB_DOING];
+            pthread_mutex_lock(&hb->mu);
+            if (hb->plan && hb->plan->n_ranks == hb->size) plan_describe_rank(hb->plan, r, role, sizeof role);
+            else if (r == 0) snprintf(role, sizeof role, "coordinator");
+            memcpy(mine, hb->doing, sizeof mine);
+            pthread_mutex_unlock(&hb->mu);
+            fprintf(stderr,
+                    "moe: rank %d: rank %d (%s) stopped answering: no heartbeat for %.1f s; it was last: %s; "
+                    "rank %d was: %s. Aborting the job.\n",
+                    hb->rank, r, role, silent, hb->peer_doing[r][0] ? hb->peer_doing[r] : "starting up", hb->rank,
+                    mine);
+            fflush(stderr);
+            MPI_Abort(MPI_COMM_WORLD, 3);
+        }
+        struct timespec ts = {0, 250000000L};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+bool cl_hb_start(cl_rank *c, char *err, size_t errlen) {
+    struct cl_hb *hb = calloc(1, sizeof *hb);
+    if (!hb) return snprintf(err, errlen, "out of memory"), false;
+    hb->rank = c->rank;
+    hb->size = c->size;
+    const char *d = getenv("MOE_DEAD_S");
+    hb->dead_s = d && atof(d) > 0 ? atof(d) : 4.0;
+    pthread_mutex_init(&hb->mu, NULL);
+    snprintf(hb->doing, sizeof hb->doing, "starting up");
+    hb->last = calloc((size_t)c->size, sizeof *hb->last);
+    hb->peer_doing = calloc((size_t)c->size, sizeof *hb->peer_doing);
+    hb->sreq = calloc((size_t)c->size, sizeof *hb->sreq);
+    hb->sbuf = calloc((size_t)c->size, sizeof *hb->sbuf);
+    if (!hb->last || !hb->peer_doing || !hb->sreq || !hb->sbuf ||
+        MPI_Comm_dup(MPI_COMM_WORLD, &hb->comm) != MPI_SUCCESS) {
+        snprintf(err, errlen, "cannot set up heartbeats");
+        return false;
+    }
+    double now = cl_now();
+    for (int r = 0; r < c->size; r++) hb->last[r] = now, hb->sreq[r] = MPI_REQUEST_NULL;
+    c->hb = hb;
+    if (pthread_create(&hb->thread, NULL, hb_main, hb) != 0) {
+        c->hb = NULL;
+        snprintf(err, errlen, "cannot start the heartbeat thread");
+        return false;
+    }
+    return true;
+}
+
+/* The plan names roles in failure messages once it is known. */
+void cl_hb_set_plan(cl_rank *c) {
+    if (!c->hb) return;
+    pthread_mutex_lock(&c->hb->mu);
+    c->hb->plan = &c->plan;
+    pthread_mutex_unlock(&c->hb->mu);
+}
+
+void cl_hb_stop(cl_rank *c) {
+    struct cl_hb *hb = c->hb;
+    if (!hb) return;
+    pthread_mutex_lock(&hb->mu);
+    hb->stop = 1;
+    pthread_mutex_unlock(&hb->mu);
+    pthread_join(hb->thread, NULL);
+    c->hb = NULL;
+    /* Heartbeats are small (sent eagerly): whatever is still unmatched is
+     * dropped with the communicator at finalize. */
+    free(hb->last), free(hb->peer_doing), free(hb->sreq), free(hb->sbuf);
+    pthread_mutex_destroy(&hb->mu);
+    free(hb);
+}
