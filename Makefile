@@ -31,7 +31,7 @@ PROTO_H := $(PROTO_C:.c=.h)
 
 MAIN_SRC := coordinator/main.c
 LIB_SRC := $(filter-out $(MAIN_SRC),$(wildcard moe/*.c kernels/*.c coordinator/*.c worker/*.c))
-LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
@@ -45,15 +45,15 @@ $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
 $(BUILD)/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c
 	$(CC) $(OPT) -g -D_GNU_SOURCE -I$(BUILD)/proto $(if $(filter 1,$(SAN)),-fsanitize=address$(,)undefined) -c $< -o $@
 
-$(BUILD)/%_avx2.o: %_avx2.c
+$(BUILD)/obj/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/%_avx512.o: %_avx512.c
+$(BUILD)/obj/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/%.o: %.c | $(PROTO_H)
+$(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -61,10 +61,10 @@ $(BUILD)/libmoe.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/moe: $(BUILD)/coordinator/main.o $(BUILD)/libmoe.a
+$(BUILD)/moe: $(BUILD)/obj/coordinator/main.o $(BUILD)/libmoe.a
 	$(CC) $(LDFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libmoe.a
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libmoe.a
 	$(CC) $(LDFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
 # The whole suite: plain build, then the same tests under ASan + UBSan.
