@@ -25,33 +25,33 @@ _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K size");
 /* Activation-only types (Q8_1, Q8_K) have no vec_dot; their vec_dot_type
  * names themselves so a row size computed from it is still meaningful. */
 static const qtype_info k_types[QT_COUNT] = {
-    [QT_F32] = {"F32", 1, 4, QT_F32, dequant_row_f32, quant_row_f32, vec_dot_f32},
-    [QT_F16] = {"F16", 1, 2, QT_F16, dequant_row_f16, quant_row_f16, vec_dot_f16},
-    [QT_BF16] = {"BF16", 1, 2, QT_BF16, dequant_row_bf16, quant_row_bf16, vec_dot_bf16},
+    [QT_F32] = {"F32", 1, 4, QT_F32, qref_to_float_f32, qref_from_float_f32, qref_vec_dot_f32},
+    [QT_F16] = {"F16", 1, 2, QT_F16, qref_to_float_f16, qref_from_float_f16, qref_vec_dot_f16},
+    [QT_BF16] = {"BF16", 1, 2, QT_BF16, qref_to_float_bf16, qref_from_float_bf16, qref_vec_dot_bf16},
     [QT_Q4_0] = {"Q4_0", QK4_0, sizeof(block_q4_0), QT_Q8_0,
-                 dequant_row_q4_0, quant_row_q4_0, vec_dot_q4_0_q8_0},
+                 qref_to_float_q4_0, qref_from_float_q4_0, qref_vec_dot_q4_0_q8_0},
     [QT_Q4_1] = {"Q4_1", QK4_1, sizeof(block_q4_1), QT_Q8_1,
-                 dequant_row_q4_1, quant_row_q4_1, vec_dot_q4_1_q8_1},
+                 qref_to_float_q4_1, qref_from_float_q4_1, qref_vec_dot_q4_1_q8_1},
     [QT_Q5_0] = {"Q5_0", QK5_0, sizeof(block_q5_0), QT_Q8_0,
-                 dequant_row_q5_0, quant_row_q5_0, vec_dot_q5_0_q8_0},
+                 qref_to_float_q5_0, qref_from_float_q5_0, qref_vec_dot_q5_0_q8_0},
     [QT_Q5_1] = {"Q5_1", QK5_1, sizeof(block_q5_1), QT_Q8_1,
-                 dequant_row_q5_1, quant_row_q5_1, vec_dot_q5_1_q8_1},
+                 qref_to_float_q5_1, qref_from_float_q5_1, qref_vec_dot_q5_1_q8_1},
     [QT_Q8_0] = {"Q8_0", QK8_0, sizeof(block_q8_0), QT_Q8_0,
-                 dequant_row_q8_0, quant_row_q8_0, vec_dot_q8_0_q8_0},
+                 qref_to_float_q8_0, qref_from_float_q8_0, qref_vec_dot_q8_0_q8_0},
     [QT_Q8_1] = {"Q8_1", QK8_1, sizeof(block_q8_1), QT_Q8_1,
-                 dequant_row_q8_1, quant_row_q8_1, NULL},
+                 qref_to_float_q8_1, qref_from_float_q8_1, NULL},
     [QT_Q2_K] = {"Q2_K", QK_K, sizeof(block_q2_K), QT_Q8_K,
-                 dequant_row_q2_K, quant_row_q2_K, vec_dot_q2_K_q8_K},
+                 qref_to_float_q2_K, qref_from_float_q2_K, qref_vec_dot_q2_K_q8_K},
     [QT_Q3_K] = {"Q3_K", QK_K, sizeof(block_q3_K), QT_Q8_K,
-                 dequant_row_q3_K, quant_row_q3_K, vec_dot_q3_K_q8_K},
+                 qref_to_float_q3_K, qref_from_float_q3_K, qref_vec_dot_q3_K_q8_K},
     [QT_Q4_K] = {"Q4_K", QK_K, sizeof(block_q4_K), QT_Q8_K,
-                 dequant_row_q4_K, quant_row_q4_K, vec_dot_q4_K_q8_K},
+                 qref_to_float_q4_K, qref_from_float_q4_K, qref_vec_dot_q4_K_q8_K},
     [QT_Q5_K] = {"Q5_K", QK_K, sizeof(block_q5_K), QT_Q8_K,
-                 dequant_row_q5_K, quant_row_q5_K, vec_dot_q5_K_q8_K},
+                 qref_to_float_q5_K, qref_from_float_q5_K, qref_vec_dot_q5_K_q8_K},
     [QT_Q6_K] = {"Q6_K", QK_K, sizeof(block_q6_K), QT_Q8_K,
-                 dequant_row_q6_K, quant_row_q6_K, vec_dot_q6_K_q8_K},
+                 qref_to_float_q6_K, qref_from_float_q6_K, qref_vec_dot_q6_K_q8_K},
     [QT_Q8_K] = {"Q8_K", QK_K, sizeof(block_q8_K), QT_Q8_K,
-                 dequant_row_q8_K, quant_row_q8_K, NULL},
+                 qref_to_float_q8_K, qref_from_float_q8_K, NULL},
 };
 
 const qtype_info *qtype_get(int type) {
@@ -77,7 +77,7 @@ size_t qtype_quantize_weights(int type, const float *src, void *dst, int64_t n) 
     if (bytes == 0) /* unknown type, bad length, or nothing to do */
         return 0;
     if (type == QT_Q8_0)
-        quant_row_q8_0_ref(src, dst, n);
+        qref_from_float_q8_0_ref(src, dst, n);
     else
         qtype_get(type)->from_float(src, dst, n);
     return bytes;

@@ -40,53 +40,53 @@ static inline int8_t low_i8(int32_t v) {
 }
 
 /* ---- F32 / F16 / BF16 ---- */
-void dequant_row_f32(const void *src, float *dst, int64_t n);
-void quant_row_f32(const float *src, void *dst, int64_t n);
-void vec_dot_f32(int n, float *s, const void *w, const void *a);
-void dequant_row_f16(const void *src, float *dst, int64_t n);
-void quant_row_f16(const float *src, void *dst, int64_t n);
-void vec_dot_f16(int n, float *s, const void *w, const void *a);
-void dequant_row_bf16(const void *src, float *dst, int64_t n);
-void quant_row_bf16(const float *src, void *dst, int64_t n);
-void vec_dot_bf16(int n, float *s, const void *w, const void *a);
+void qref_to_float_f32(const void *src, float *dst, int64_t n);
+void qref_from_float_f32(const float *src, void *dst, int64_t n);
+void qref_vec_dot_f32(int n, float *s, const void *w, const void *a);
+void qref_to_float_f16(const void *src, float *dst, int64_t n);
+void qref_from_float_f16(const float *src, void *dst, int64_t n);
+void qref_vec_dot_f16(int n, float *s, const void *w, const void *a);
+void qref_to_float_bf16(const void *src, float *dst, int64_t n);
+void qref_from_float_bf16(const float *src, void *dst, int64_t n);
+void qref_vec_dot_bf16(int n, float *s, const void *w, const void *a);
 
 /* ---- 32-value blocks ---- */
-void dequant_row_q4_0(const void *src, float *dst, int64_t n);
-void quant_row_q4_0(const float *src, void *dst, int64_t n);
-void vec_dot_q4_0_q8_0(int n, float *s, const void *w, const void *a);
-void dequant_row_q4_1(const void *src, float *dst, int64_t n);
-void quant_row_q4_1(const float *src, void *dst, int64_t n);
-void vec_dot_q4_1_q8_1(int n, float *s, const void *w, const void *a);
-void dequant_row_q5_0(const void *src, float *dst, int64_t n);
-void quant_row_q5_0(const float *src, void *dst, int64_t n);
-void vec_dot_q5_0_q8_0(int n, float *s, const void *w, const void *a);
-void dequant_row_q5_1(const void *src, float *dst, int64_t n);
-void quant_row_q5_1(const float *src, void *dst, int64_t n);
-void vec_dot_q5_1_q8_1(int n, float *s, const void *w, const void *a);
-void dequant_row_q8_0(const void *src, float *dst, int64_t n);
-void quant_row_q8_0(const float *src, void *dst, int64_t n);     /* x86 activation rounding */
-void quant_row_q8_0_ref(const float *src, void *dst, int64_t n); /* llama-quantize rounding */
-void vec_dot_q8_0_q8_0(int n, float *s, const void *w, const void *a);
-void dequant_row_q8_1(const void *src, float *dst, int64_t n);
-void quant_row_q8_1(const float *src, void *dst, int64_t n);
+void qref_to_float_q4_0(const void *src, float *dst, int64_t n);
+void qref_from_float_q4_0(const float *src, void *dst, int64_t n);
+void qref_vec_dot_q4_0_q8_0(int n, float *s, const void *w, const void *a);
+void qref_to_float_q4_1(const void *src, float *dst, int64_t n);
+void qref_from_float_q4_1(const float *src, void *dst, int64_t n);
+void qref_vec_dot_q4_1_q8_1(int n, float *s, const void *w, const void *a);
+void qref_to_float_q5_0(const void *src, float *dst, int64_t n);
+void qref_from_float_q5_0(const float *src, void *dst, int64_t n);
+void qref_vec_dot_q5_0_q8_0(int n, float *s, const void *w, const void *a);
+void qref_to_float_q5_1(const void *src, float *dst, int64_t n);
+void qref_from_float_q5_1(const float *src, void *dst, int64_t n);
+void qref_vec_dot_q5_1_q8_1(int n, float *s, const void *w, const void *a);
+void qref_to_float_q8_0(const void *src, float *dst, int64_t n);
+void qref_from_float_q8_0(const float *src, void *dst, int64_t n);     /* x86 activation rounding */
+void qref_from_float_q8_0_ref(const float *src, void *dst, int64_t n); /* llama-quantize rounding */
+void qref_vec_dot_q8_0_q8_0(int n, float *s, const void *w, const void *a);
+void qref_to_float_q8_1(const void *src, float *dst, int64_t n);
+void qref_from_float_q8_1(const float *src, void *dst, int64_t n);
 
 /* ---- 256-value super-blocks ---- */
-void dequant_row_q2_K(const void *src, float *dst, int64_t n);
-void quant_row_q2_K(const float *src, void *dst, int64_t n);
-void vec_dot_q2_K_q8_K(int n, float *s, const void *w, const void *a);
-void dequant_row_q3_K(const void *src, float *dst, int64_t n);
-void quant_row_q3_K(const float *src, void *dst, int64_t n);
-void vec_dot_q3_K_q8_K(int n, float *s, const void *w, const void *a);
-void dequant_row_q4_K(const void *src, float *dst, int64_t n);
-void quant_row_q4_K(const float *src, void *dst, int64_t n);
-void vec_dot_q4_K_q8_K(int n, float *s, const void *w, const void *a);
-void dequant_row_q5_K(const void *src, float *dst, int64_t n);
-void quant_row_q5_K(const float *src, void *dst, int64_t n);
-void vec_dot_q5_K_q8_K(int n, float *s, const void *w, const void *a);
-void dequant_row_q6_K(const void *src, float *dst, int64_t n);
-void quant_row_q6_K(const float *src, void *dst, int64_t n);
-void vec_dot_q6_K_q8_K(int n, float *s, const void *w, const void *a);
-void dequant_row_q8_K(const void *src, float *dst, int64_t n);
-void quant_row_q8_K(const float *src, void *dst, int64_t n);
+void qref_to_float_q2_K(const void *src, float *dst, int64_t n);
+void qref_from_float_q2_K(const float *src, void *dst, int64_t n);
+void qref_vec_dot_q2_K_q8_K(int n, float *s, const void *w, const void *a);
+void qref_to_float_q3_K(const void *src, float *dst, int64_t n);
+void qref_from_float_q3_K(const float *src, void *dst, int64_t n);
+void qref_vec_dot_q3_K_q8_K(int n, float *s, const void *w, const void *a);
+void qref_to_float_q4_K(const void *src, float *dst, int64_t n);
+void qref_from_float_q4_K(const float *src, void *dst, int64_t n);
+void qref_vec_dot_q4_K_q8_K(int n, float *s, const void *w, const void *a);
+void qref_to_float_q5_K(const void *src, float *dst, int64_t n);
+void qref_from_float_q5_K(const float *src, void *dst, int64_t n);
+void qref_vec_dot_q5_K_q8_K(int n, float *s, const void *w, const void *a);
+void qref_to_float_q6_K(const void *src, float *dst, int64_t n);
+void qref_from_float_q6_K(const float *src, void *dst, int64_t n);
+void qref_vec_dot_q6_K_q8_K(int n, float *s, const void *w, const void *a);
+void qref_to_float_q8_K(const void *src, float *dst, int64_t n);
+void qref_from_float_q8_K(const float *src, void *dst, int64_t n);
 
 #endif

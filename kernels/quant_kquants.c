@@ -10,7 +10,7 @@
  *
  * The dot products compute exact integer sums per sub-block, scale them per
  * super-block and subtract the min term from the Q8_K per-16 sums (bsums),
- * as ggml-cpu's vec_dot_*_q8_K do. */
+ * as ggml-cpu's ggml_vec_dot_*_q8_K do. */
 #include <math.h>
 #include <string.h>
 
@@ -252,7 +252,7 @@ static void pack_2bit(uint8_t *qs, const uint8_t *L) {
 /* ---- Q2_K: x = d*sc*q - dmin*m per 16 values; q 2-bit, sc and m 4-bit
  * (low / high nibble of scales[j]) ---- */
 
-void dequant_row_q2_K(const void *src, float *dst, int64_t n) {
+void qref_to_float_q2_K(const void *src, float *dst, int64_t n) {
     const block_q2_K *x = src;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float d = fp16_to_f32(x[i].d);
@@ -274,7 +274,7 @@ void dequant_row_q2_K(const void *src, float *dst, int64_t n) {
     }
 }
 
-void quant_row_q2_K(const float *src, void *dst, int64_t n) {
+void qref_from_float_q2_K(const float *src, void *dst, int64_t n) {
     block_q2_K *y = dst;
     uint8_t L[QK_K], Laux[16];
     float weights[16], mins[QK_K / 16], scales[QK_K / 16];
@@ -323,7 +323,7 @@ void quant_row_q2_K(const float *src, void *dst, int64_t n) {
     }
 }
 
-void vec_dot_q2_K_q8_K(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_q2_K_q8_K(int n, float *s, const void *w, const void *a) {
     const block_q2_K *x = w;
     const block_q8_K *y = a;
     float sum = 0;
@@ -358,7 +358,7 @@ void vec_dot_q2_K_q8_K(int n, float *s, const void *w, const void *a) {
  * (layout as Q2_K) + high bit from hmask (bit k of hmask[l] for value
  * 32k + l), sc a signed 6-bit scale ---- */
 
-void dequant_row_q3_K(const void *src, float *dst, int64_t n) {
+void qref_to_float_q3_K(const void *src, float *dst, int64_t n) {
     const block_q3_K *x = src;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float d_all = fp16_to_f32(x[i].d);
@@ -381,7 +381,7 @@ void dequant_row_q3_K(const void *src, float *dst, int64_t n) {
     }
 }
 
-void quant_row_q3_K(const float *src, void *dst, int64_t n) {
+void qref_from_float_q3_K(const float *src, void *dst, int64_t n) {
     block_q3_K *y = dst;
     int8_t L[QK_K];
     float scales[QK_K / 16];
@@ -436,7 +436,7 @@ void quant_row_q3_K(const float *src, void *dst, int64_t n) {
     }
 }
 
-void vec_dot_q3_K_q8_K(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_q3_K_q8_K(int n, float *s, const void *w, const void *a) {
     const block_q3_K *x = w;
     const block_q8_K *y = a;
     float sum = 0;
@@ -468,7 +468,7 @@ void vec_dot_q3_K_q8_K(int n, float *s, const void *w, const void *a) {
  * 32-byte group g holds value 64g + l low, 64g + 32 + l high), sc and m
  * 6-bit (get_scale_min_k4) ---- */
 
-void dequant_row_q4_K(const void *src, float *dst, int64_t n) {
+void qref_to_float_q4_K(const void *src, float *dst, int64_t n) {
     const block_q4_K *x = src;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const uint8_t *q = x[i].qs;
@@ -533,7 +533,7 @@ static void quant_superblock_k(const float *x, int nmax, float rmin, float rdelt
     }
 }
 
-void quant_row_q4_K(const float *src, void *dst, int64_t n) {
+void qref_from_float_q4_K(const float *src, void *dst, int64_t n) {
     block_q4_K *y = dst;
     uint8_t L[QK_K];
     for (int64_t i = 0; i < n / QK_K; i++) {
@@ -558,7 +558,7 @@ static void q4k_scales_mins(const uint8_t *packed, int sc[8], int mn[8]) {
     }
 }
 
-void vec_dot_q4_K_q8_K(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_q4_K_q8_K(int n, float *s, const void *w, const void *a) {
     const block_q4_K *x = w;
     const block_q8_K *y = a;
     float sum = 0;
@@ -591,7 +591,7 @@ void vec_dot_q4_K_q8_K(int n, float *s, const void *w, const void *a) {
 /* ---- Q5_K: Q4_K plus a 5th bit: bit 2g of qh[l] for value 64g + l,
  * bit 2g+1 for value 64g + 32 + l ---- */
 
-void dequant_row_q5_K(const void *src, float *dst, int64_t n) {
+void qref_to_float_q5_K(const void *src, float *dst, int64_t n) {
     const block_q5_K *x = src;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const uint8_t *ql = x[i].qs;
@@ -615,7 +615,7 @@ void dequant_row_q5_K(const void *src, float *dst, int64_t n) {
     }
 }
 
-void quant_row_q5_K(const float *src, void *dst, int64_t n) {
+void qref_from_float_q5_K(const float *src, void *dst, int64_t n) {
     block_q5_K *y = dst;
     uint8_t L[QK_K];
     for (int64_t i = 0; i < n / QK_K; i++) {
@@ -637,7 +637,7 @@ void quant_row_q5_K(const float *src, void *dst, int64_t n) {
     }
 }
 
-void vec_dot_q5_K_q8_K(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_q5_K_q8_K(int n, float *s, const void *w, const void *a) {
     const block_q5_K *x = w;
     const block_q8_K *y = a;
     float sum = 0;
@@ -690,7 +690,7 @@ static void q6_k_unpack(const block_q6_K *b, int8_t q[QK_K]) {
     }
 }
 
-void dequant_row_q6_K(const void *src, float *dst, int64_t n) {
+void qref_to_float_q6_K(const void *src, float *dst, int64_t n) {
     const block_q6_K *x = src;
     int8_t q[QK_K];
     for (int64_t i = 0; i < n / QK_K; i++) {
@@ -701,7 +701,7 @@ void dequant_row_q6_K(const void *src, float *dst, int64_t n) {
     }
 }
 
-void quant_row_q6_K(const float *src, void *dst, int64_t n) {
+void qref_from_float_q6_K(const float *src, void *dst, int64_t n) {
     block_q6_K *y = dst;
     int8_t L[QK_K];
     float scales[QK_K / 16];
@@ -749,7 +749,7 @@ void quant_row_q6_K(const float *src, void *dst, int64_t n) {
     }
 }
 
-void vec_dot_q6_K_q8_K(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_q6_K_q8_K(int n, float *s, const void *w, const void *a) {
     const block_q6_K *x = w;
     const block_q8_K *y = a;
     int8_t q[QK_K];
@@ -770,7 +770,7 @@ void vec_dot_q6_K_q8_K(int n, float *s, const void *w, const void *a) {
 
 /* ---- Q8_K: x = d * q, float d, plus the sum of each 16 quants ---- */
 
-void dequant_row_q8_K(const void *src, float *dst, int64_t n) {
+void qref_to_float_q8_K(const void *src, float *dst, int64_t n) {
     const block_q8_K *x = src;
     for (int64_t i = 0; i < n / QK_K; i++)
         for (int j = 0; j < QK_K; j++)
@@ -780,7 +780,7 @@ void dequant_row_q8_K(const void *src, float *dst, int64_t n) {
 /* quantize_row_q8_K_ref, which llama.cpp's x86 backend also uses for
  * activations.  The scale is -127/max of the largest-magnitude value, so d
  * has the opposite sign of that value; ties round to even (nearest_int). */
-void quant_row_q8_K(const float *src, void *dst, int64_t n) {
+void qref_from_float_q8_K(const float *src, void *dst, int64_t n) {
     block_q8_K *y = dst;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float *x = src + i * QK_K;

@@ -16,16 +16,16 @@
 
 /* ---- F32 ---- */
 
-void dequant_row_f32(const void *src, float *dst, int64_t n) {
+void qref_to_float_f32(const void *src, float *dst, int64_t n) {
     memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
-void quant_row_f32(const float *src, void *dst, int64_t n) {
+void qref_from_float_f32(const float *src, void *dst, int64_t n) {
     memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
 /* ggml_vec_dot_f32: float products summed in double. */
-void vec_dot_f32(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_f32(int n, float *s, const void *w, const void *a) {
     const float *x = w, *y = a;
     double sum = 0.0;
     for (int i = 0; i < n; i++)
@@ -35,14 +35,14 @@ void vec_dot_f32(int n, float *s, const void *w, const void *a) {
 
 /* ---- F16 ---- */
 
-void dequant_row_f16(const void *src, float *dst, int64_t n) {
+void qref_to_float_f16(const void *src, float *dst, int64_t n) {
     const fp16_t *x = src;
     for (int64_t i = 0; i < n; i++)
         dst[i] = fp16_to_f32(x[i]);
 }
 
 /* Activations meeting F16 weights are rounded to half (RNE, as F16C). */
-void quant_row_f16(const float *src, void *dst, int64_t n) {
+void qref_from_float_f16(const float *src, void *dst, int64_t n) {
     fp16_t *y = dst;
     for (int64_t i = 0; i < n; i++)
         y[i] = f32_to_fp16(src[i]);
@@ -50,7 +50,7 @@ void quant_row_f16(const float *src, void *dst, int64_t n) {
 
 /* ggml_vec_dot_f16: each product is exact in float (11-bit mantissas), the
  * sum is kept in double (ggml_float) and rounded to float at the end. */
-void vec_dot_f16(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_f16(int n, float *s, const void *w, const void *a) {
     const fp16_t *x = w, *y = a;
     double sum = 0.0;
     for (int i = 0; i < n; i++)
@@ -60,20 +60,20 @@ void vec_dot_f16(int n, float *s, const void *w, const void *a) {
 
 /* ---- BF16 ---- */
 
-void dequant_row_bf16(const void *src, float *dst, int64_t n) {
+void qref_to_float_bf16(const void *src, float *dst, int64_t n) {
     const bf16_t *x = src;
     for (int64_t i = 0; i < n; i++)
         dst[i] = bf16_to_f32(x[i]);
 }
 
 /* ggml_cpu_fp32_to_bf16 is a plain loop of the scalar RNE conversion. */
-void quant_row_bf16(const float *src, void *dst, int64_t n) {
+void qref_from_float_bf16(const float *src, void *dst, int64_t n) {
     bf16_t *y = dst;
     for (int64_t i = 0; i < n; i++)
         y[i] = f32_to_bf16(src[i]);
 }
 
-void vec_dot_bf16(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_bf16(int n, float *s, const void *w, const void *a) {
     const bf16_t *x = w, *y = a;
     double sum = 0.0;
     for (int i = 0; i < n; i++)
@@ -119,7 +119,7 @@ static void store_qh(uint8_t qh[4], uint32_t v) {
 /* ---- Q4_0: x = d * (q - 8), q in 0..15; value j in the low nibble of
  * byte j, value j+16 in its high nibble ---- */
 
-void dequant_row_q4_0(const void *src, float *dst, int64_t n) {
+void qref_to_float_q4_0(const void *src, float *dst, int64_t n) {
     const block_q4_0 *x = src;
     for (int64_t i = 0; i < n / QK4_0; i++) {
         const float d = fp16_to_f32(x[i].d);
@@ -134,7 +134,7 @@ void dequant_row_q4_0(const void *src, float *dst, int64_t n) {
 
 /* The scale maps the largest-magnitude value to -8 exactly, which uses the
  * one extra negative level; then truncation of (v + 8.5) rounds. */
-void quant_row_q4_0(const float *src, void *dst, int64_t n) {
+void qref_from_float_q4_0(const float *src, void *dst, int64_t n) {
     block_q4_0 *y = dst;
     for (int64_t i = 0; i < n / QK4_0; i++) {
         const float *x = src + i * QK4_0;
@@ -151,7 +151,7 @@ void quant_row_q4_0(const float *src, void *dst, int64_t n) {
     }
 }
 
-void vec_dot_q4_0_q8_0(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_q4_0_q8_0(int n, float *s, const void *w, const void *a) {
     const block_q4_0 *x = w;
     const block_q8_0 *y = a;
     float sum = 0.0f;
@@ -168,7 +168,7 @@ void vec_dot_q4_0_q8_0(int n, float *s, const void *w, const void *a) {
 
 /* ---- Q4_1: x = d * q + m, q in 0..15, same nibble order as Q4_0 ---- */
 
-void dequant_row_q4_1(const void *src, float *dst, int64_t n) {
+void qref_to_float_q4_1(const void *src, float *dst, int64_t n) {
     const block_q4_1 *x = src;
     for (int64_t i = 0; i < n / QK4_1; i++) {
         const float d = fp16_to_f32(x[i].d);
@@ -182,7 +182,7 @@ void dequant_row_q4_1(const void *src, float *dst, int64_t n) {
     }
 }
 
-void quant_row_q4_1(const float *src, void *dst, int64_t n) {
+void qref_from_float_q4_1(const float *src, void *dst, int64_t n) {
     block_q4_1 *y = dst;
     for (int64_t i = 0; i < n / QK4_1; i++) {
         const float *x = src + i * QK4_1;
@@ -204,7 +204,7 @@ void quant_row_q4_1(const float *src, void *dst, int64_t n) {
 
 /* The Q8_1 block carries s = d * sum(qs), so the offset term m * sum(a)
  * costs one multiply per block. */
-void vec_dot_q4_1_q8_1(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_q4_1_q8_1(int n, float *s, const void *w, const void *a) {
     const block_q4_1 *x = w;
     const block_q8_1 *y = a;
     float sum = 0.0f;
@@ -223,7 +223,7 @@ void vec_dot_q4_1_q8_1(int n, float *s, const void *w, const void *a) {
 /* ---- Q5_0: x = d * (q - 16), q in 0..31; low 4 bits as in Q4_0, bit 4
  * of value j is bit j of qh (little-endian u32) ---- */
 
-void dequant_row_q5_0(const void *src, float *dst, int64_t n) {
+void qref_to_float_q5_0(const void *src, float *dst, int64_t n) {
     const block_q5_0 *x = src;
     for (int64_t i = 0; i < n / QK5_0; i++) {
         const float d = fp16_to_f32(x[i].d);
@@ -238,7 +238,7 @@ void dequant_row_q5_0(const void *src, float *dst, int64_t n) {
     }
 }
 
-void quant_row_q5_0(const float *src, void *dst, int64_t n) {
+void qref_from_float_q5_0(const float *src, void *dst, int64_t n) {
     block_q5_0 *y = dst;
     for (int64_t i = 0; i < n / QK5_0; i++) {
         const float *x = src + i * QK5_0;
@@ -259,7 +259,7 @@ void quant_row_q5_0(const float *src, void *dst, int64_t n) {
     }
 }
 
-void vec_dot_q5_0_q8_0(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_q5_0_q8_0(int n, float *s, const void *w, const void *a) {
     const block_q5_0 *x = w;
     const block_q8_0 *y = a;
     float sum = 0.0f;
@@ -278,7 +278,7 @@ void vec_dot_q5_0_q8_0(int n, float *s, const void *w, const void *a) {
 
 /* ---- Q5_1: x = d * q + m, q in 0..31, bit layout as Q5_0 ---- */
 
-void dequant_row_q5_1(const void *src, float *dst, int64_t n) {
+void qref_to_float_q5_1(const void *src, float *dst, int64_t n) {
     const block_q5_1 *x = src;
     for (int64_t i = 0; i < n / QK5_1; i++) {
         const float d = fp16_to_f32(x[i].d);
@@ -293,7 +293,7 @@ void dequant_row_q5_1(const void *src, float *dst, int64_t n) {
     }
 }
 
-void quant_row_q5_1(const float *src, void *dst, int64_t n) {
+void qref_from_float_q5_1(const float *src, void *dst, int64_t n) {
     block_q5_1 *y = dst;
     for (int64_t i = 0; i < n / QK5_1; i++) {
         const float *x = src + i * QK5_1;
@@ -317,7 +317,7 @@ void quant_row_q5_1(const float *src, void *dst, int64_t n) {
     }
 }
 
-void vec_dot_q5_1_q8_1(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_q5_1_q8_1(int n, float *s, const void *w, const void *a) {
     const block_q5_1 *x = w;
     const block_q8_1 *y = a;
     float sum = 0.0f;
@@ -337,7 +337,7 @@ void vec_dot_q5_1_q8_1(int n, float *s, const void *w, const void *a) {
 
 /* ---- Q8_0: x = d * q, q in -127..127 ---- */
 
-void dequant_row_q8_0(const void *src, float *dst, int64_t n) {
+void qref_to_float_q8_0(const void *src, float *dst, int64_t n) {
     const block_q8_0 *x = src;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         const float d = fp16_to_f32(x[i].d);
@@ -372,7 +372,7 @@ static float absmax(const float *x, int n) {
  *   - _mm256_round_ps(_MM_ROUND_NEAREST) rounds ties to even where roundf
  *     rounds them away from zero.
  * The stored scale is amax/127 in both. */
-void quant_row_q8_0(const float *src, void *dst, int64_t n) {
+void qref_from_float_q8_0(const float *src, void *dst, int64_t n) {
     block_q8_0 *y = dst;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         const float *x = src + i * QK8_0;
@@ -387,7 +387,7 @@ void quant_row_q8_0(const float *src, void *dst, int64_t n) {
 
 /* llama-quantize's Q8_0 (quantize_row_q8_0_ref): what Q8_0 weight files
  * hold.  Ties round away from zero (roundf). */
-void quant_row_q8_0_ref(const float *src, void *dst, int64_t n) {
+void qref_from_float_q8_0_ref(const float *src, void *dst, int64_t n) {
     block_q8_0 *y = dst;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         const float *x = src + i * QK8_0;
@@ -402,7 +402,7 @@ void quant_row_q8_0_ref(const float *src, void *dst, int64_t n) {
     }
 }
 
-void vec_dot_q8_0_q8_0(int n, float *s, const void *w, const void *a) {
+void qref_vec_dot_q8_0_q8_0(int n, float *s, const void *w, const void *a) {
     const block_q8_0 *x = w;
     const block_q8_0 *y = a;
     float sum = 0.0f;
@@ -417,7 +417,7 @@ void vec_dot_q8_0_q8_0(int n, float *s, const void *w, const void *a) {
 
 /* ---- Q8_1: Q8_0 plus s = d * sum(q); activations only ---- */
 
-void dequant_row_q8_1(const void *src, float *dst, int64_t n) {
+void qref_to_float_q8_1(const void *src, float *dst, int64_t n) {
     const block_q8_1 *x = src;
     for (int64_t i = 0; i < n / QK8_1; i++) {
         const float d = fp16_to_f32(x[i].d);
@@ -426,9 +426,9 @@ void dequant_row_q8_1(const void *src, float *dst, int64_t n) {
     }
 }
 
-/* Byte-exact with the x86 quantize_row_q8_1: as quant_row_q8_0, and s is
+/* Byte-exact with the x86 quantize_row_q8_1: as qref_from_float_q8_0, and s is
  * the float (not half-rounded) d times the integer sum, rounded to half. */
-void quant_row_q8_1(const float *src, void *dst, int64_t n) {
+void qref_from_float_q8_1(const float *src, void *dst, int64_t n) {
     block_q8_1 *y = dst;
     for (int64_t i = 0; i < n / QK8_1; i++) {
         const float *x = src + i * QK8_1;
