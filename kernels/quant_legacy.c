@@ -396,8 +396,9 @@ void qref_from_float_q8_0_ref(const float *src, void *dst, int64_t n) {
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = f32_to_fp16(d);
         for (int j = 0; j < QK8_0; j++) {
+            /* |x * id| <= 127 up to rounding; the clamp only guards NaN/inf */
             const float r = roundf(x[j] * id);
-            y[i].qs[j] = (int8_t)(r > 127.f ? 127 : r < -128.f ? -128 : r == r ? (int)r : 0);
+            y[i].qs[j] = (int8_t)(isnan(r) ? 0 : r > 127.f ? 127 : r < -128.f ? -128 : (int)r);
         }
     }
 }
