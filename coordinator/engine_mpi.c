@@ -51,7 +51,7 @@ static void __attribute__((noreturn)) leave(cl_rank *c, int code) {
 }
 
 /* Gathers every rank's hardware at rank 0 (hw[] on rank 0 only). */
-static void gather_hw(cl_rank *c, const hw_info *me, plan_hw *hw) {
+static void gather_hw(cl_rank *c, const hw_info *me, plan_hw *hw, int *pids) {
     Moe__RankInfo m = MOE__RANK_INFO__INIT;
     m.host = (char *)me->hw.host;
     m.pid = (int32_t)getpid();
@@ -80,6 +80,7 @@ static void gather_hw(cl_rank *c, const hw_info *me, plan_hw *hw) {
             hw[r].numa_node = ri->numa_node;
             hw[r].n_cores = (int)ri->n_cores;
             hw[r].mem_capacity = ri->mem_avail;
+            pids[r] = ri->pid;
             moe__rank_info__free_unpacked(ri, NULL);
         }
     }
@@ -163,8 +164,9 @@ engine_mpi *engine_mpi_open(const engine_opts *o, char *err, size_t errlen) {
     hw_info me;
     hw_probe(&me);
     plan_hw *hw = calloc((size_t)c->size, sizeof *hw);
-    if (!hw) abort();
-    gather_hw(c, &me, hw);
+    int *pids = calloc((size_t)c->size, sizeof *pids);
+    if (!hw || !pids) abort();
+    gather_hw(c, &me, hw, pids);
 
     /* Plan on rank 0, then one broadcast: length (negative: failed) and the protobuf. */
     int n_ctx = o->n_ctx > 0 ? o->n_ctx : 4096;
@@ -182,6 +184,7 @@ engine_mpi *engine_mpi_open(const engine_opts *o, char *err, size_t errlen) {
     free(hw);
     MPI_Bcast(&len, 1, MPI_INT32_T, 0, MPI_COMM_WORLD);
     if (len < 0) {
+        free(pids);
         if (c->rank != 0) leave(c, 1);
         free(e);
         return NULL; /* err says why; rank 0 prints it */
@@ -191,7 +194,8 @@ engine_mpi *engine_mpi_open(const engine_opts *o, char *err, size_t errlen) {
     char sub[512] = "";
     bool ok = plan_unpack(buf, (size_t)len, &c->plan, sub, sizeof sub);
     free(buf);
-    if (ok) cl_hb_set_plan(c);
+    if (ok) cl_hb_set_plan(c, c->rank == 0 ? pids : NULL);
+    if (!ok || c->rank != 0) free(pids);
     /* The plan's KV positions are what each stage allocates. */
     if (ok) n_ctx = c->plan.n_ctx;
     ok = ok && cl_rank_init(c, o->model_path, o->n_threads, n_ctx, me.hw.numa_node, sub, sizeof sub);

@@ -131,6 +131,7 @@ void cl_doing(cl_rank *c, const char *fmt, ...) __attribute__((format(printf, 2,
  * abort the job. */
 bool cl_hb_start(cl_rank *c, char *err, size_t errlen);
 void cl_hb_stop(cl_rank *c);
-void cl_hb_set_plan(cl_rank *c); /* after the plan arrives: roles in messages */
+/* After the plan arrives: roles (and on rank 0 the ranks' pids, taken) for failure messages. */
+void cl_hb_set_plan(cl_rank *c, int *pids);
 
 #endif

@@ -4,8 +4,12 @@
  * was last doing, then aborts the job, so a rank that crashes, is killed
  * or stops (SIGSTOP, a hung node) never leaves the others waiting.  Its
  * own communicator keeps these messages away from the data path. */
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +33,25 @@ struct cl_hb {
     MPI_Request *sreq;       /* [size] heartbeat send in flight per peer */
     uint8_t (*sbuf)[HB_DOING + 16]; /* [size] its buffer */
     const moe_plan *plan;    /* for naming roles */
+    int *pids;               /* rank 0: [size] process ids (same-host liveness checks) */
 };
+
+/* When a rank dies, mpirun ends the job: SIGTERM to every other process,
+ * SIGKILL a second later.  Rank 0 catches the SIGTERM so it can say which
+ * rank is gone and what everyone was doing before it goes.  A handler can
+ * only reach the heartbeat thread through process-wide state: a flag and a
+ * pipe that wakes the thread. */
+static volatile sig_atomic_t g_term;
+static int g_wake[2] = {-1, -1};
+
+static void on_sigterm(int sig) {
+    (void)sig;
+    g_term = 1;
+    if (g_wake[1] >= 0) {
+        ssize_t r = write(g_wake[1], "t", 1);
+        (void)r;
+    }
+}
 
 void cl_doing(cl_rank *c, const char *fmt, ...) {
     if (!c->hb) return;
@@ -77,6 +99,29 @@ static void hb_recv(struct cl_hb *hb, double now) {
     }
 }
 
+/* Rank 0 after SIGTERM: names the ranks that are gone (a process on this
+ * host that no longer exists) and what every rank was last doing. */
+static void __attribute__((noreturn)) report_termination(struct cl_hb *hb) {
+    char host[64] = "";
+    pthread_mutex_lock(&hb->mu);
+    if (hb->plan) snprintf(host, sizeof host, "%s", hb->plan->ranks[0].hw.host);
+    fprintf(stderr, "moe: rank 0: the launcher is ending the job (rank 0 was: %s)\n", hb->doing);
+    double now = cl_now();
+    for (int r = 1; r < hb->size; r++) {
+        char role[200] = "role not assigned yet";
+        const char *rh = hb->plan ? hb->plan->ranks[r].hw.host : "";
+        if (hb->plan) plan_describe_rank(hb->plan, r, role, sizeof role);
+        bool local = hb->plan && hb->pids && !strcmp(rh, host);
+        bool gone = local && hb->pids[r] > 0 && kill(hb->pids[r], 0) != 0 && errno == ESRCH;
+        fprintf(stderr, "moe: rank 0: rank %d (%s) on %s %s; last heartbeat %.1f s ago, it was: %s\n", r, role,
+                rh[0] ? rh : "?", gone ? "is GONE (its process no longer exists)" : local ? "is alive" : "(remote)",
+                now - hb->last[r], hb->peer_doing[r][0] ? hb->peer_doing[r] : "starting up");
+    }
+    pthread_mutex_unlock(&hb->mu);
+    fflush(stderr);
+    _exit(1);
+}
+
 static void *hb_main(void *arg) {
     struct cl_hb *hb = arg;
     for (;;) {
@@ -108,8 +153,14 @@ static void *hb_main(void *arg) {
             fflush(stderr);
             MPI_Abort(MPI_COMM_WORLD, 3);
         }
-        struct timespec ts = {0, 250000000L};
-        nanosleep(&ts, NULL);
+        if (g_wake[0] >= 0) {
+            struct pollfd pf = {.fd = g_wake[0], .events = POLLIN};
+            poll(&pf, 1, 250);
+        } else {
+            struct timespec ts = {0, 250000000L};
+            nanosleep(&ts, NULL);
+        }
+        if (g_term) report_termination(hb);
     }
     return NULL;
 }
@@ -135,6 +186,13 @@ bool cl_hb_start(cl_rank *c, char *err, size_t errlen) {
     double now = cl_now();
     for (int r = 0; r < c->size; r++) hb->last[r] = now, hb->sreq[r] = MPI_REQUEST_NULL;
     c->hb = hb;
+    if (c->rank == 0 && g_wake[0] < 0 && pipe(g_wake) == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigterm;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+    }
     if (pthread_create(&hb->thread, NULL, hb_main, hb) != 0) {
         c->hb = NULL;
         snprintf(err, errlen, "cannot start the heartbeat thread");
@@ -144,10 +202,14 @@ bool cl_hb_start(cl_rank *c, char *err, size_t errlen) {
 }
 
 /* The plan names roles in failure messages once it is known. */
-void cl_hb_set_plan(cl_rank *c) {
-    if (!c->hb) return;
+void cl_hb_set_plan(cl_rank *c, int *pids) {
+    if (!c->hb) {
+        free(pids);
+        return;
+    }
     pthread_mutex_lock(&c->hb->mu);
     c->hb->plan = &c->plan;
+    c->hb->pids = pids;
     pthread_mutex_unlock(&c->hb->mu);
 }
 
@@ -161,7 +223,7 @@ void cl_hb_stop(cl_rank *c) {
     c->hb = NULL;
     /* Heartbeats are small (sent eagerly): whatever is still unmatched is
      * dropped with the communicator at finalize. */
-    free(hb->last), free(hb->peer_doing), free(hb->sreq), free(hb->sbuf);
+    free(hb->last), free(hb->peer_doing), free(hb->sreq), free(hb->sbuf), free(hb->pids);
     pthread_mutex_destroy(&hb->mu);
     free(hb);
 }
