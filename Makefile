@@ -77,9 +77,16 @@ test-san:
 	$(MAKE) BUILD=build-san SAN=1 all
 	tests/run.sh build-san
 
+# The demo: a generated tiny DeepSeek-V3-architecture model (random weights),
+# served by 3 MPI ranks (coordinator + stage + expert workers).
 MODEL ?= $(BUILD)/models/tiny-Q4_K_M.gguf
+RANKS ?= 3
+PROMPT ?= The quick brown fox jumps over the lazy dog.
+MPIRUN := mpirun --allow-run-as-root --oversubscribe --bind-to none -np $(RANKS)
 run: $(BUILD)/moe
-	deploy/run-demo.sh $(BUILD)
+	@test -f $(MODEL) || { mkdir -p $(dir $(MODEL)) && $(BUILD)/moe mkmodel --preset tiny --type Q4_K_M -o $(MODEL); }
+	$(BUILD)/moe info $(MODEL)
+	$(MPIRUN) $(BUILD)/moe generate -m $(MODEL) -p "$(PROMPT)" -n 48 --temp 0.8 --seed 7 --stats
 
 clean:
 	rm -rf build build-san
