@@ -31,7 +31,7 @@ static void mkmodel_usage(FILE *out) {
             "  --vocab N          vocabulary size (261..3540)\n"
             "  --legacy-kvb       older layout: one attn_kv_b per layer instead of attn_k_b/attn_v_b\n"
             "  --expert-pool N    draw only N experts per expert tensor, copy random rows of those\n"
-            "                     into the others (default 8; 0 draws every expert)\n"
+            "                     into the others (default 4; 0 draws every expert)\n"
             "  --threads N        worker threads (default: one per core); output does not depend on it\n"
             "  -q, --quiet        no progress or summary\n"
             "  -o FILE            output file\n");

@@ -60,7 +60,7 @@ void mkmodel_opts_init(mkmodel_opts *o) {
     o->preset = "tiny";
     o->ftype = MK_TYPE_Q4_K_M;
     o->seed = 1;
-    o->expert_pool = 8;
+    o->expert_pool = 4;
 }
 
 /* ---- types ---- */

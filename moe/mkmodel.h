@@ -89,7 +89,7 @@ typedef struct mkmodel_tensor {
     int64_t ne[3];       /* ggml order, unused dims 1 */
 } mkmodel_tensor;
 
-/* Defaults: preset "tiny", Q4_K_M, seed 1, expert pool 8, all cores. */
+/* Defaults: preset "tiny", Q4_K_M, seed 1, expert pool 4, all cores. */
 void mkmodel_opts_init(mkmodel_opts *o);
 
 /* Names of the presets, NULL-terminated. */

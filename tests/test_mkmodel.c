@@ -25,6 +25,7 @@
 #include "mkvocab.h"
 #include "model.h"
 #include "quant.h"
+#include "tokenizer.h"
 
 static char tmpdir[64];
 
@@ -551,6 +552,51 @@ static void test_mini(void) {
     moe_model_free(m);
 }
 
+/* The built-in vocabulary through the project's tokenizer: text round
+ * trips, specials are found, the corpus compresses, and a bigger
+ * vocabulary compresses more. */
+static void test_tokenizer(void) {
+    static const char *const texts[] = {
+        "Hello, world! 12345 and 2024.", "  two  spaces,\ttabs\n\nand new lines\r\n",
+        "na\xC3\xAFve caf\xC3\xA9 \xE4\xB8\xAD\xE6\x96\x87 \xF0\x9F\x99\x82 it's \"quoted\"",
+        "<\xEF\xBD\x9CUser\xEF\xBD\x9C>hi<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>",
+    };
+    char err[256];
+    size_t counts[2] = {0, 0};
+    const char *files[2] = {tmp_path("tiny-F32.gguf"), tmp_path("mini.gguf")};
+    for (int f = 0; f < 2; f++) {
+        tokenizer *t = tokenizer_load_file(files[f], err, sizeof err);
+        CHECK(t != NULL, "tokenizer of %s: %s", files[f], err);
+        if (!t) continue;
+        int V = tokenizer_n_vocab(t);
+        for (int k = -1; k < (int)(sizeof texts / sizeof texts[0]); k++) {
+            const char *s = k < 0 ? mkvocab_corpus() : texts[k];
+            size_t n = 0, len = 0;
+            int *ids = tokenizer_encode(t, s, strlen(s), false, true, &n);
+            int out_of_range = 0;
+            for (size_t i = 0; ids && i < n; i++) out_of_range += ids[i] < 0 || ids[i] >= V;
+            char *back = ids ? tokenizer_decode(t, ids, n, true, &len) : NULL;
+            CHECK(ids && !out_of_range && back && len == strlen(s) && !memcmp(back, s, len),
+                  "%s: text %d does not round-trip", files[f], k);
+            if (k < 0) counts[f] = n;
+            if (k == 3) CHECK(n == 3 && ids[0] == V - 2 && ids[2] == V - 1, "chat tokens not found");
+            free(ids);
+            free(back);
+        }
+        size_t n = 0;
+        int *ids = tokenizer_encode(t, " the", 4, false, false, &n);
+        CHECK(ids && n == 1 && ids[0] == tokenizer_find(t, "\xC4\xA0the", 5), "' the' is not one token");
+        free(ids);
+        tokenizer_free(t);
+    }
+    size_t nbytes = strlen(mkvocab_corpus());
+    printf("built-in text: %zu bytes -> %zu tokens (737 vocab), %zu tokens (3072 vocab)\n", nbytes, counts[0],
+           counts[1]);
+    CHECK(counts[0] > 0 && counts[0] * 5 < nbytes * 2, "737 vocab: %zu tokens for %zu bytes", counts[0], nbytes);
+    CHECK(counts[1] > 0 && counts[1] < counts[0], "3072 vocab does not compress more (%zu vs %zu)", counts[1],
+          counts[0]);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_mkmodel.XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -563,6 +609,7 @@ int main(void) {
     test_determinism();
     test_legacy_and_lite();
     test_mini();
+    test_tokenizer();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
