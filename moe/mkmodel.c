@@ -223,8 +223,8 @@ typedef struct tplan {
 } tplan;
 
 typedef struct plan {
-    tplan *t;
-    int n, cap;
+    tplan *t;    /* [n] tensors in file order */
+    int n, cap;  /* used / allocated entries */
 } plan;
 
 static void plan_add(plan *P, const mkmodel_config *c, int ftype, int layer, const char *base,
@@ -386,7 +386,7 @@ typedef struct gen_job {
     const tplan *p;
     const mkmodel_config *c;
     uint64_t seed, key;    /* stream of the rows */
-    int64_t cols;          /* row length */
+    int64_t cols;          /* row length ne[0] */
     size_t row_bytes;
     int64_t r0, r1;        /* rows [r0, r1) of the tensor ... */
     int unit;              /* ... made in units of this many rows */
@@ -598,6 +598,12 @@ bool mkmodel_write(const mkmodel_opts *o, const char *path, mkmodel_stats *st, c
     }
 
     gguf_writer *w = gguf_writer_new();
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        mkvocab_free(&v);
+        free(P.t);
+        return false;
+    }
     put_metadata(w, &c, o->ftype, o->seed, &v);
     progress pr = {.on = o->progress, .tty = isatty(2) != 0, .last = -1};
     uint64_t n_params = 0;
@@ -620,12 +626,10 @@ bool mkmodel_write(const mkmodel_opts *o, const char *path, mkmodel_stats *st, c
     for (int i = 0; ok && i < nth; i++) ok = (scratch[i] = malloc(scratch_floats * sizeof(float))) != NULL;
     if (!ok) snprintf(err, errlen, "out of memory");
 
-    bool begun = ok && gguf_writer_begin(w, path, err, errlen);
-    ok = begun;
+    if (ok) ok = gguf_writer_begin(w, path, err, errlen);
     for (int i = 0; ok && i < P.n; i++) ok = write_tensor(w, &c, o, &P.t[i], tp, scratch, &pr, err, errlen);
     if (ok) ok = gguf_writer_end(w, err, errlen);
-    gguf_writer_free(w);
-    if (begun && !ok) unlink(path);
+    gguf_writer_free(w); /* removes the file if it was begun and not ended */
 
     for (int i = 0; scratch && i < nth; i++) free(scratch[i]);
     free(scratch);

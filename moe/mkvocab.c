@@ -224,12 +224,12 @@ typedef struct word {
 } word;
 
 typedef struct wordset {
-    word *w;
-    int n, cap;
-    int *slot;      /* open-addressing table of word indices (-1 empty) */
-    int nslot;      /* power of two */
-    unsigned char **bytes; /* [n] original bytes of each word, for lookup */
-    int *blen;
+    word *w;               /* [n] distinct pieces */
+    int n, cap;            /* used / allocated entries of w, bytes, blen */
+    int *slot;             /* [nslot] open-addressing table of indices into w, -1 empty */
+    int nslot;             /* power of two, > 2 * n */
+    unsigned char **bytes; /* [n] original bytes of each piece, for lookup */
+    int *blen;             /* [n] their lengths */
 } wordset;
 
 static uint64_t hash_bytes(const unsigned char *p, size_t n) {
@@ -315,11 +315,11 @@ static void wordset_free(wordset *ws) {
 /* ---- pair counting ---- */
 
 typedef struct pairtab {
-    uint64_t *key;  /* (a << 32 | b) + 1; 0 = empty */
-    int64_t *cnt;
-    int *used;      /* slots in use, to clear them cheaply */
+    uint64_t *key;  /* [nslot] (a << 32 | b) + 1 of a token pair; 0 = empty */
+    int64_t *cnt;   /* [nslot] occurrences of that pair, weighted by piece counts */
+    int *used;      /* [nused] slots in use, to clear them cheaply */
     int nused;
-    int nslot;      /* power of two */
+    int nslot;      /* power of two, kept at least twice nused */
 } pairtab;
 
 static void pair_add(pairtab *t, int a, int b, int64_t c) {
