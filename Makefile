@@ -36,6 +36,8 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all test test-plain test-san run clean bench
+# keep objects of test programs between runs
+.SECONDARY:
 all: $(BUILD)/moe $(TEST_BIN)
 
 $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
