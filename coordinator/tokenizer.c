@@ -19,12 +19,17 @@
 #include "tokenizer.h"
 #include "unicode.h"
 
-/* One merge-map slot: key (left id << 32 | right id) -> rank and result. */
-typedef struct merge_slot {
-    uint64_t key;    /* 0 = empty (ids are offset by one so no key is 0) */
-    uint32_t rank;   /* index in tokenizer.ggml.merges: lower merges first */
-    uint32_t result; /* id of the merged symbol (maybe virtual) */
-} merge_slot;
+/* Merge-map slots are packed in 64 bits so the map (the BPE's hot, randomly
+ * read data) is half as big: (left + 1) << 43 | (right + 1) << 22 | rank;
+ * 0 is empty.  So symbol ids must stay below 2^21 - 1 and merge ranks below
+ * 2^22; the merge's result is merge_result[rank]. */
+#define SYM_BITS 21
+#define RANK_BITS 22
+#define MAX_SYMS ((1u << SYM_BITS) - 2)
+#define MAX_MERGES (1u << RANK_BITS)
+static inline uint64_t pair_key(int left, int right) {
+    return ((uint64_t)(left + 1) << SYM_BITS | (uint64_t)(right + 1)) << RANK_BITS;
+}
 
 /* Special-token trie node; children are a sibling list (few per node). */
 typedef struct trie_node {
@@ -45,8 +50,10 @@ struct tokenizer {
     uint8_t *type;       /* [n_vocab] enum tok_type */
     uint32_t *map;       /* text -> symbol id + 1 (0 = empty), open addressing */
     uint32_t map_mask;   /* slots - 1 (slots is a power of two) */
-    merge_slot *merges;  /* (left, right) -> merge, open addressing */
-    uint64_t merge_mask; /* slots - 1 */
+    uint64_t *merges;    /* packed (left, right, rank) slots, linear probing */
+    uint64_t n_slots;    /* slots in merges (70% full: small enough to stay in cache) */
+    int32_t *byte_pair_rank; /* [256 * 256] rank of merging two bytes' symbols, -1 if none */
+    uint32_t *merge_result; /* [n_merges] symbol id that merge rank r makes */
     int byte_sym[256];   /* symbol id of each byte's GPT-2 character */
     trie_node *trie;     /* node 0 = root; tokens split out of text */
     int n_trie;          /* nodes in trie */
@@ -65,9 +72,12 @@ static uint64_t hash_bytes(const char *s, size_t n) {
     return h ^ (h >> 29);
 }
 
-static inline uint64_t hash_pair(uint64_t key) {
-    key *= 0x9E3779B97F4A7C15ull;
-    return key ^ (key >> 31);
+static inline uint64_t hash_pair(uint64_t key) { /* MurmurHash3's fmix64 */
+    key ^= key >> 33;
+    key *= 0xff51afd7ed558ccdull;
+    key ^= key >> 33;
+    key *= 0xc4ceb9fe1a85ec53ull;
+    return key ^ (key >> 33);
 }
 
 static inline const char *sym_text(const tokenizer *t, int id, size_t *len) {
@@ -106,12 +116,18 @@ static void map_insert(tokenizer *t, int id) {
     }
 }
 
-static inline const merge_slot *merge_find(const tokenizer *t, int left, int right) {
-    uint64_t key = ((uint64_t)(left + 1) << 32) | (uint32_t)(right + 1);
-    for (uint64_t h = hash_pair(key);; h++) {
-        const merge_slot *m = &t->merges[h & t->merge_mask];
-        if (m->key == key) return m;
-        if (!m->key) return NULL;
+/* First slot for key: the hash scaled to [0, n_slots) ("fastrange"). */
+static inline uint64_t merge_slot0(const tokenizer *t, uint64_t key) {
+    return (uint64_t)(((unsigned __int128)hash_pair(key) * t->n_slots) >> 64);
+}
+
+/* Rank of the merge (left, right), or -1. */
+static inline int64_t merge_rank(const tokenizer *t, int left, int right) {
+    uint64_t key = pair_key(left, right);
+    for (uint64_t i = merge_slot0(t, key);; i = i + 1 == t->n_slots ? 0 : i + 1) {
+        uint64_t v = t->merges[i];
+        if ((v & ~(uint64_t)(MAX_MERGES - 1)) == key) return (int64_t)(v & (MAX_MERGES - 1));
+        if (!v) return -1;
     }
 }
 
@@ -324,12 +340,12 @@ static bool load(tokenizer *t, const gguf_file *f, char *err, size_t errlen) {
     uint64_t n_tok, n_merge = 0, n_type = 0;
     if (!gguf_get_arr(f, "tokenizer.ggml.tokens", &et, &n_tok) || et != GGUF_STRING)
         return fail(err, errlen, "missing or malformed tokenizer.ggml.tokens (need an array of strings)");
-    if (n_tok == 0 || n_tok > (1u << 30))
-        return fail(err, errlen, "%s has a bad token count %ld", "tokenizer.ggml.tokens", (long)n_tok);
+    if (n_tok == 0) return fail(err, errlen, "tokenizer.ggml.tokens is empty");
     if (!gguf_get_arr(f, "tokenizer.ggml.merges", &et, &n_merge) || et != GGUF_STRING)
         return fail(err, errlen, "missing or malformed tokenizer.ggml.merges (need an array of strings)");
-    if (n_merge > (1u << 30))
-        return fail(err, errlen, "%s has a bad count %ld", "tokenizer.ggml.merges", (long)n_merge);
+    if (n_merge >= MAX_MERGES || n_tok + n_merge + 256 > MAX_SYMS)
+        return fail(err, errlen, "vocabulary too large (%ld tokens, %ld merges; at most %u symbols, %u merges)",
+                    (long)n_tok, (long)n_merge, MAX_SYMS, MAX_MERGES);
     const void *types = NULL;
     if (gguf_get_arr(f, "tokenizer.ggml.token_type", &et, &n_type)) {
         if (et != GGUF_INT32 || n_type != n_tok)
@@ -371,40 +387,27 @@ static bool load(tokenizer *t, const gguf_file *f, char *err, size_t errlen) {
 
     /* Merges: results first (a merge may use a symbol that only a later
      * merge makes), then the pairs. */
-    uint32_t *pair = malloc((size_t)n_merge * sizeof *pair + 1); /* result of merge r */
+    uint32_t *pair = t->merge_result = malloc((size_t)n_merge * sizeof *pair + 1);
     if (!pair) goto oom;
     for (uint64_t r = 0; r < n_merge; r++) {
         uint64_t n;
         const char *s = gguf_get_arr_str(f, "tokenizer.ggml.merges", r, &n);
         const char *sp = s && n > 1 ? memchr(s + 1, ' ', n - 1) : NULL;
-        if (!sp) {
-            free(pair);
-            return fail(err, errlen, "%s[%ld] is not \"left right\"", "tokenizer.ggml.merges", (long)r);
-        }
+        if (!sp) return fail(err, errlen, "tokenizer.ggml.merges[%ld] is not \"left right\"", (long)r);
         size_t nl = (size_t)(sp - s), nr = n - nl - 1;
         char buf[512], *cat = n < sizeof buf ? buf : malloc(n);
-        if (!cat) {
-            free(pair);
-            goto oom;
-        }
+        if (!cat) goto oom;
         memcpy(cat, s, nl);
         memcpy(cat + nl, sp + 1, nr);
         int id = intern(t, cat, nl + nr);
         if (cat != buf) free(cat);
-        if (id < 0) {
-            free(pair);
-            goto oom;
-        }
+        if (id < 0) goto oom;
         pair[r] = (uint32_t)id;
     }
-    slots = 1;
-    while (slots < 2 * n_merge + 2) slots <<= 1;
-    t->merges = calloc(slots, sizeof *t->merges);
-    t->merge_mask = slots - 1;
-    if (!t->merges) {
-        free(pair);
-        goto oom;
-    }
+    t->n_slots = n_merge * 10 / 7 + 2;
+    t->merges = calloc(t->n_slots, sizeof *t->merges);
+    t->byte_pair_rank = malloc(256 * 256 * sizeof *t->byte_pair_rank);
+    if (!t->merges || !t->byte_pair_rank) goto oom;
     for (uint64_t r = 0; r < n_merge; r++) {
         uint64_t n;
         const char *s = gguf_get_arr_str(f, "tokenizer.ggml.merges", r, &n);
@@ -412,17 +415,19 @@ static bool load(tokenizer *t, const gguf_file *f, char *err, size_t errlen) {
         int l = map_find(t, s, (size_t)(sp - s));
         int rt = map_find(t, sp + 1, n - (size_t)(sp - s) - 1);
         if (l < 0 || rt < 0) continue; /* a symbol nothing makes: can never apply */
-        uint64_t key = ((uint64_t)(l + 1) << 32) | (uint32_t)(rt + 1);
-        for (uint64_t h = hash_pair(key);; h++) {
-            merge_slot *m = &t->merges[h & t->merge_mask];
-            if (m->key == key) break; /* duplicate pair: the first (lowest) rank wins */
-            if (!m->key) {
-                *m = (merge_slot){key, (uint32_t)r, pair[r]};
+        uint64_t key = pair_key(l, rt);
+        for (uint64_t i = merge_slot0(t, key);; i = i + 1 == t->n_slots ? 0 : i + 1) {
+            uint64_t *m = &t->merges[i];
+            if ((*m & ~(uint64_t)(MAX_MERGES - 1)) == key) break; /* duplicate: lowest rank wins */
+            if (!*m) {
+                *m = key | r;
                 break;
             }
         }
     }
-    free(pair);
+    for (int a = 0; a < 256; a++)
+        for (int b = 0; b < 256; b++)
+            t->byte_pair_rank[a << 8 | b] = (int32_t)merge_rank(t, t->byte_sym[a], t->byte_sym[b]);
 
     if (!load_special_ids(t, f, err, errlen)) return false;
     if (!build_pieces(t) || !build_specials(t)) goto oom;
@@ -470,6 +475,8 @@ void tokenizer_free(tokenizer *t) {
     free(t->type);
     free(t->map);
     free(t->merges);
+    free(t->merge_result);
+    free(t->byte_pair_rank);
     free(t->trie);
     free(t->special_rank);
     free(t->chat_template);
@@ -559,7 +566,7 @@ typedef struct cand {
     uint32_t rank; /* merge rank: lowest first */
     uint32_t left; /* position of the left symbol: leftmost first on ties */
     int32_t lid, rid; /* symbol ids the merge was found for */
-} cand;
+} cand; /* the merged symbol is merge_result[rank] */
 
 static inline bool cand_less(const cand *a, const cand *b) {
     return a->rank != b->rank ? a->rank < b->rank : a->left < b->left;
@@ -573,6 +580,7 @@ typedef struct work {
     int32_t *sym;  /* [cap] symbol id at each position (merged-away: -1) */
     int32_t *next; /* [cap] next live position, -1 at the end */
     int32_t *prev; /* [cap] previous live position, -1 at the start */
+    int32_t *rank; /* [cap] short pieces: rank of merging symbols i and i+1 (NO_MERGE: none) */
     cand *heap;    /* [cap] candidate merges */
     size_t cap;
     char *buf;     /* re-encoded fragment */
@@ -608,8 +616,8 @@ static cand heap_pop(cand *h, size_t *n) {
 static inline void try_pair(const tokenizer *t, work *w, size_t *nh, int32_t a) {
     if (a < 0 || w->next[a] < 0) return;
     int32_t b = w->next[a];
-    const merge_slot *m = merge_find(t, w->sym[a], w->sym[b]);
-    if (m) heap_push(w->heap, nh, (cand){m->rank, (uint32_t)a, w->sym[a], w->sym[b]});
+    int64_t r = merge_rank(t, w->sym[a], w->sym[b]);
+    if (r >= 0) heap_push(w->heap, nh, (cand){(uint32_t)r, (uint32_t)a, w->sym[a], w->sym[b]});
 }
 
 /* Emits a final symbol: a token id, or for a virtual symbol what
@@ -622,6 +630,46 @@ static bool emit_sym(const tokenizer *t, ids *out, int id) {
         int b = map_find(t, s + i, 1);
         if (b >= 0 && b < t->n_vocab && !push(out, b)) return false;
     }
+    return true;
+}
+
+#define NO_MERGE INT32_MAX
+#define SCAN_MAX 32 /* longer pieces use the heap (the scan is quadratic) */
+
+/* BPE of a short piece: the lowest-rank adjacent pair (leftmost on ties)
+ * found by a linear scan, merged, and the array closed up.  The same
+ * choices as the heap below, but far fewer instructions for the usual
+ * piece of a few to a few hundred bytes. */
+static bool bpe_scan(const tokenizer *t, work *w, const unsigned char *u, size_t n) {
+    int32_t *sym = w->sym, *rank = w->rank;
+    for (size_t i = 0; i < n; i++) sym[i] = t->byte_sym[u[i]];
+    for (size_t i = 0; i + 1 < n; i++) { /* byte pairs: a small dense table */
+        int32_t r = t->byte_pair_rank[u[i] << 8 | u[i + 1]];
+        rank[i] = r >= 0 ? r : NO_MERGE;
+    }
+    size_t k = n; /* symbols left; rank[0..k-1) valid */
+    while (k > 1) {
+        size_t best = 0;
+        for (size_t i = 1; i + 1 < k; i++)
+            if (rank[i] < rank[best]) best = i;
+        if (rank[best] == NO_MERGE) break;
+        sym[best] = (int32_t)t->merge_result[rank[best]];
+        /* Drop symbol best+1 and the pair (best+1, best+2); pairs
+         * (best-1, best) and (best, best+1) are recomputed below. */
+        memmove(sym + best + 1, sym + best + 2, (k - best - 2) * sizeof *sym);
+        if (best + 3 < k) memmove(rank + best + 1, rank + best + 2, (k - best - 3) * sizeof *rank);
+        k--;
+        if (best > 0) {
+            int64_t r = merge_rank(t, sym[best - 1], sym[best]);
+            rank[best - 1] = r >= 0 ? (int32_t)r : NO_MERGE;
+        }
+        if (best + 1 < k) {
+            int64_t r = merge_rank(t, sym[best], sym[best + 1]);
+            rank[best] = r >= 0 ? (int32_t)r : NO_MERGE;
+        }
+    }
+    for (size_t i = 0; i < k; i++)
+        if (!emit_sym(t, w->out, sym[i])) return false;
     return true;
 }
 
@@ -640,9 +688,12 @@ static bool bpe_piece(void *ctx, const char *piece, size_t n) {
         if (c) w->prev = c;
         cand *d = realloc(w->heap, 3 * cap * sizeof *d);
         if (d) w->heap = d;
-        if (!a || !b || !c || !d) return false;
+        int32_t *e = realloc(w->rank, cap * sizeof *e);
+        if (e) w->rank = e;
+        if (!a || !b || !c || !d || !e) return false;
         w->cap = cap;
     }
+    if (n <= SCAN_MAX) return bpe_scan(t, w, u, n);
     for (size_t i = 0; i < n; i++) {
         w->sym[i] = t->byte_sym[u[i]];
         w->prev[i] = (int32_t)i - 1;
@@ -651,13 +702,15 @@ static bool bpe_piece(void *ctx, const char *piece, size_t n) {
     /* Heap bound: n - 1 initial candidates, at most two more per merge,
      * and there are at most n - 1 merges: under 3n. */
     size_t nh = 0;
-    for (size_t i = 0; i + 1 < n; i++) try_pair(t, w, &nh, (int32_t)i);
+    for (size_t i = 0; i + 1 < n; i++) { /* byte pairs: a small dense table */
+        int32_t r = t->byte_pair_rank[u[i] << 8 | u[i + 1]];
+        if (r >= 0) heap_push(w->heap, &nh, (cand){(uint32_t)r, (uint32_t)i, w->sym[i], w->sym[i + 1]});
+    }
     while (nh) {
         cand c = heap_pop(w->heap, &nh);
         int32_t a = (int32_t)c.left, b = w->next[a];
         if (w->sym[a] != c.lid || b < 0 || w->sym[b] != c.rid) continue; /* stale */
-        const merge_slot *m = merge_find(t, c.lid, c.rid);
-        w->sym[a] = (int32_t)m->result;
+        w->sym[a] = (int32_t)t->merge_result[c.rank];
         w->sym[b] = -1;
         w->next[a] = w->next[b];
         if (w->next[b] >= 0) w->prev[w->next[b]] = a;
@@ -817,6 +870,7 @@ int *tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool add
     free(w.next);
     free(w.prev);
     free(w.heap);
+    free(w.rank);
     free(w.buf);
     if (!ok) {
         free(out.v);
