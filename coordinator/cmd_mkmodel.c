@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "mkmodel.h"
+#include "threadpool.h"
 
 static void mkmodel_usage(FILE *out) {
     fprintf(out,
@@ -32,7 +33,7 @@ static void mkmodel_usage(FILE *out) {
             "  --legacy-kvb       older layout: one attn_kv_b per layer instead of attn_k_b/attn_v_b\n"
             "  --expert-pool N    draw only N experts per expert tensor, copy random rows of those\n"
             "                     into the others (default 4; 0 draws every expert)\n"
-            "  --threads N        worker threads (default: one per core); output does not depend on it\n"
+            "  -t, --threads N    worker threads (default: one per core); output does not depend on it\n"
             "  -q, --quiet        no progress or summary\n"
             "  -o FILE            output file\n");
 }
@@ -71,7 +72,7 @@ int cmd_mkmodel(int argc, char **argv) {
             continue;
         }
         static const char *const with_value[] = {"--preset", "--type", "--seed", "--layers", "--experts",
-                                                  "--vocab", "--expert-pool", "--threads", "-o", NULL};
+                                                  "--vocab", "--expert-pool", "--threads", "-t", "-o", NULL};
         bool known = false;
         for (int k = 0; with_value[k]; k++) known |= !strcmp(a, with_value[k]);
         if (!known) {
@@ -103,14 +104,18 @@ int cmd_mkmodel(int argc, char **argv) {
                 return 2;
             }
             o.seed = s;
+        } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
+            if (!tpool_parse_threads(v, &o.n_threads)) {
+                fprintf(stderr, "moe mkmodel: %s '%s': want an integer 0..1024 (0: one per core)\n", a, v);
+                return 2;
+            }
         } else {
             if (!parse_count(a, v, 1 << 20, &n)) return 2;
             if (!strcmp(a, "--layers")) o.n_layers = (int)n;
             else if (!strcmp(a, "--experts")) o.n_experts = (int)n;
             else if (!strcmp(a, "--vocab")) o.n_vocab = (int)n;
-            else if (!strcmp(a, "--expert-pool")) o.expert_pool = (int)n;
-            else o.n_threads = (int)n;
-            if (n == 0 && strcmp(a, "--expert-pool") && strcmp(a, "--threads")) {
+            else o.expert_pool = (int)n;
+            if (n == 0 && strcmp(a, "--expert-pool")) {
                 fprintf(stderr, "moe mkmodel: %s must be at least 1\n", a);
                 return 2;
             }

@@ -33,6 +33,7 @@ expect_error "unknown option '--bogus'" --bogus -o "$dir/x.gguf"
 expect_error "vocabulary size 100000 is too large" --vocab 100000 -o "$dir/x.gguf"
 expect_error "--vocab 100: want at least 261" --vocab 100 -o "$dir/x.gguf"
 expect_error "needs a value" -o
+expect_error "-t '5000': want an integer 0..1024" -t 5000 -o "$dir/x.gguf"
 
 # Same options, 1 and 2 threads: same bytes; the summary names the file.
 "$moe" mkmodel --preset tiny --type Q4_K_M --seed 5 --threads 1 -o "$dir/a.gguf" >"$dir/sum" 2>"$dir/err" \
