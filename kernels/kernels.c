@@ -1,14 +1,61 @@
-/* Kernel dispatch.  Scalar path for now: activation quantization and
- * vec_dot come from the reference traits in quant.h. */
+/* Kernel dispatch: picks the SIMD path once (CPUID, env MOE_KERNEL),
+ * prepares activations and splits the rows of a product over the pool.
+ * Types a path has no kernel for (Q4_1, Q5_1) and the scalar path use the
+ * reference vec_dot of quant.h, one (row, token) pair at a time. */
 #include "kernels.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static enum kern_path g_path = KERN_SCALAR;
+#include "cpu.h"
+#include "kern_impl.h"
 
-void kern_init(void) { g_path = KERN_SCALAR; }
-enum kern_path kern_get_path(void) { return g_path; }
+/* ---- path selection ---- */
+
+static enum kern_path g_path = KERN_SCALAR; /* written once under g_once */
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+bool kern_path_supported(enum kern_path p) {
+    const cpu_features *c = cpu_get();
+    switch (p) {
+    case KERN_SCALAR: return true;
+    case KERN_AVX2: return c->avx2;
+    case KERN_AVX512: return c->avx512;
+    }
+    return false;
+}
+
+static void pick_path(void) {
+    enum kern_path best = kern_path_supported(KERN_AVX512) ? KERN_AVX512
+                          : kern_path_supported(KERN_AVX2) ? KERN_AVX2
+                                                           : KERN_SCALAR;
+    g_path = best;
+    const char *env = getenv("MOE_KERNEL");
+    if (!env || !*env || !strcmp(env, "auto")) return;
+    enum kern_path want;
+    if (!strcmp(env, "scalar")) want = KERN_SCALAR;
+    else if (!strcmp(env, "avx2")) want = KERN_AVX2;
+    else if (!strcmp(env, "avx512")) want = KERN_AVX512;
+    else {
+        fprintf(stderr, "moe: MOE_KERNEL='%s' is not one of scalar, avx2, avx512, auto; using %s\n", env,
+                kern_path_name(best));
+        return;
+    }
+    if (!kern_path_supported(want)) {
+        fprintf(stderr, "moe: MOE_KERNEL=%s: this CPU/OS cannot run it; using %s\n", env, kern_path_name(best));
+        return;
+    }
+    g_path = want;
+}
+
+void kern_init(void) { pthread_once(&g_once, pick_path); }
+
+enum kern_path kern_get_path(void) {
+    kern_init();
+    return g_path;
+}
 
 const char *kern_path_name(enum kern_path p) {
     switch (p) {
@@ -18,58 +65,261 @@ const char *kern_path_name(enum kern_path p) {
     }
 }
 
+static const kern_wops *path_wops(enum kern_path p, int wtype) {
+    switch (p) {
+    case KERN_AVX512: return kern_avx512_wops(wtype);
+    case KERN_AVX2: return kern_avx2_wops(wtype);
+    default: return NULL;
+    }
+}
+
+static kern_quant_fn path_quant(enum kern_path p, int act_type) {
+    switch (p) {
+    case KERN_AVX512: return kern_avx512_quant(act_type);
+    case KERN_AVX2: return kern_avx2_quant(act_type);
+    default: return NULL;
+    }
+}
+
+bool kern_path_has_type(enum kern_path p, int wtype) { return path_wops(p, wtype) != NULL; }
+
+/* The path to use for p: an unsupported request falls back to scalar
+ * rather than executing instructions the CPU lacks. */
+static enum kern_path usable(enum kern_path p) {
+    if (kern_path_supported(p)) return p;
+    fprintf(stderr, "moe: kernel path %s is not supported here; using scalar\n", kern_path_name(p));
+    return KERN_SCALAR;
+}
+
+/* ---- checks ---- */
+
+bool kern_check(int wtype, int rows, int cols, char *err, size_t errlen) {
+    const qtype_info *qi = qtype_get(wtype);
+    if (!qi || !qi->vec_dot) {
+        snprintf(err, errlen, "weight type %s (%d) has no matrix product", qtype_name(wtype), wtype);
+        return false;
+    }
+    if (rows <= 0 || cols <= 0) {
+        snprintf(err, errlen, "empty %s matrix (%d x %d)", qi->name, rows, cols);
+        return false;
+    }
+    if (cols % qi->blck) {
+        snprintf(err, errlen, "%s row length %d is not a multiple of its block size %d", qi->name, cols, qi->blck);
+        return false;
+    }
+    return true;
+}
+
+static void check_or_die(const char *who, int wtype, int rows, int cols, int ntok) {
+    char err[160];
+    if (ntok < 0) {
+        fprintf(stderr, "moe: %s: negative token count %d\n", who, ntok);
+        abort();
+    }
+    if (!kern_check(wtype, rows, cols, err, sizeof err)) {
+        fprintf(stderr, "moe: %s: %s\n", who, err);
+        abort();
+    }
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "moe: out of memory (%zu bytes for kernel buffers)\n", n);
+        abort();
+    }
+    return p;
+}
+
+double kern_tolerance(int n, double abs_sum) { return ((double)n / 16 + 32) * 0x1p-23 * abs_sum + 1e-30; }
+
+/* ---- activations ---- */
+
 size_t kern_act_row_size(int wtype, int n) {
     const qtype_info *qi = qtype_get(wtype);
     return qi ? qtype_row_size(qi->vec_dot_type, n) : 0;
 }
 
-void kern_quantize_act(int wtype, const float *x, void *q, int n) {
+void kern_quantize_act_path(enum kern_path p, int wtype, const float *x, void *q, int n) {
     const qtype_info *qi = qtype_get(wtype);
-    const qtype_info *ai = qtype_get(qi->vec_dot_type);
-    if (qi->vec_dot_type == QT_F32)
-        memcpy(q, x, (size_t)n * sizeof(float));
-    else
-        ai->from_float(x, q, n);
+    if (!qi) {
+        fprintf(stderr, "moe: kern_quantize_act: unknown weight type %d\n", wtype);
+        abort();
+    }
+    kern_quant_fn f = path_quant(usable(p), qi->vec_dot_type);
+    if (f) f(x, q, n);
+    else qtype_get(qi->vec_dot_type)->from_float(x, q, n);
 }
 
-typedef struct {
-    const qtype_info *qi;
-    const uint8_t *W;
-    size_t wstride, astride;
-    int rows, cols, ntok;
-    const uint8_t *Xq;
-    float *Y;
-} matmul_job;
+void kern_quantize_act(int wtype, const float *x, void *q, int n) {
+    kern_quantize_act_path(kern_get_path(), wtype, x, q, n);
+}
 
-static void matmul_worker(void *arg, int ith, int nth) {
-    const matmul_job *j = arg;
-    int r0 = (int)((int64_t)j->rows * ith / nth);
-    int r1 = (int)((int64_t)j->rows * (ith + 1) / nth);
+/* ---- products ---- */
+
+/* One product as the workers see it: either a SIMD job (ops != NULL) or
+ * the scalar reference (vec_dot over reference-format activations). */
+typedef struct mm_task {
+    kern_job job;
+    const kern_wops *ops;
+    qt_vec_dot_fn vec_dot; /* scalar path */
+    int group;             /* rows per work unit */
+} mm_task;
+
+static void task_rows(const mm_task *m, int r0, int r1) {
+    const kern_job *j = &m->job;
+    if (r0 >= r1 || j->ntok == 0) return;
+    if (m->ops) {
+        m->ops->matmul(j, r0, r1);
+        return;
+    }
     for (int t = 0; t < j->ntok; t++) {
-        const uint8_t *a = j->Xq + (size_t)t * j->astride;
-        float *y = j->Y + (size_t)t * j->rows;
-        for (int r = r0; r < r1; r++)
-            j->qi->vec_dot(j->cols, &y[r], j->W + (size_t)r * j->wstride, a);
+        const uint8_t *a = j->A + (size_t)t * j->astride;
+        float *y = j->Y + (size_t)t * j->ystride;
+        for (int r = r0; r < r1; r++) m->vec_dot(j->cols, &y[r], j->W + (size_t)r * j->wstride, a);
     }
 }
 
-void kern_matmul_q(tpool *tp, int wtype, const void *W, int rows, int cols,
-                   const void *Xq, int ntok, float *Y) {
-    matmul_job j = {
-        .qi = qtype_get(wtype), .W = W, .wstride = qtype_row_size(wtype, cols),
-        .astride = kern_act_row_size(wtype, cols), .rows = rows, .cols = cols,
-        .ntok = ntok, .Xq = Xq, .Y = Y,
-    };
-    tpool_run(tp, matmul_worker, &j);
+/* Prepared activations of one product: the reference-format quantized
+ * rows Xq (given, or quantized from X into q), then the path's layout. */
+static void task_init(mm_task *m, enum kern_path p, int wtype, const void *W, int rows, int cols,
+                      const float *X, const void *Xq, int ntok, float *Y, void **owned) {
+    const qtype_info *qi = qtype_get(wtype);
+    memset(m, 0, sizeof *m);
+    m->ops = path_wops(p, wtype);
+    m->vec_dot = qi->vec_dot;
+    m->group = m->ops ? m->ops->group : 1;
+    const size_t qstride = kern_act_row_size(wtype, cols);
+    uint8_t *q = NULL;
+    if (!Xq) {
+        q = xmalloc(qstride * (size_t)ntok);
+        for (int t = 0; t < ntok; t++)
+            kern_quantize_act_path(p, wtype, X + (size_t)t * cols, q + (size_t)t * qstride, cols);
+        Xq = q;
+    }
+    const uint8_t *A = Xq;
+    size_t astride = qstride;
+    if (m->ops && m->ops->act_prep) {
+        astride = m->ops->act_bytes(cols);
+        uint8_t *pa = xmalloc(astride * (size_t)ntok);
+        for (int t = 0; t < ntok; t++)
+            m->ops->act_prep((const uint8_t *)Xq + (size_t)t * qstride, cols, pa + (size_t)t * astride);
+        free(q);
+        q = pa;
+        A = pa;
+    }
+    *owned = q;
+    m->job = (kern_job){.W = W, .wstride = qtype_row_size(wtype, cols), .rows = rows, .cols = cols,
+                        .A = A, .astride = astride, .ntok = ntok, .Y = Y, .ystride = (size_t)rows};
 }
 
-void kern_matmul(tpool *tp, int wtype, const void *W, int rows, int cols,
-                 const float *X, int ntok, float *Y) {
-    size_t as = kern_act_row_size(wtype, cols);
-    uint8_t *q = malloc(as * (size_t)(ntok > 0 ? ntok : 1));
-    if (!q) abort();
-    for (int t = 0; t < ntok; t++)
-        kern_quantize_act(wtype, X + (size_t)t * cols, q + (size_t)t * as, cols);
-    kern_matmul_q(tp, wtype, W, rows, cols, q, ntok, Y);
-    free(q);
+/* Work split: every task's rows are cut into groups; the cost of a group
+ * is its weight volume (group x cols), and thread i takes the groups whose
+ * start falls in the i-th equal share of the total.  Integer arithmetic,
+ * so neighbouring threads agree exactly on the boundaries. */
+typedef struct multi_run {
+    const mm_task *tasks;
+    int n;
+    int64_t total; /* sum of the tasks' costs */
+} multi_run;
+
+static int64_t task_unit(const mm_task *m) {
+    return m->job.ntok > 0 ? (int64_t)m->group * m->job.cols : 0;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
+
+static void multi_worker(void *arg, int ith, int nth) {
+    const multi_run *mr = arg;
+    const int64_t lo = mr->total * ith / nth, hi = mr->total * (ith + 1) / nth;
+    int64_t base = 0;
+    for (int i = 0; i < mr->n; i++) {
+        const mm_task *m = &mr->tasks[i];
+        const int64_t G = (m->job.rows + m->group - 1) / m->group, unit = task_unit(m);
+        if (unit == 0) continue;
+        /* groups g with base + g * unit in [lo, hi) */
+        int64_t g0 = ceil_div(lo - base, unit), g1 = ceil_div(hi - base, unit);
+        if (g1 > G) g1 = G;
+        if (g0 < g1) {
+            int64_t r1 = g1 * m->group;
+            task_rows(m, (int)(g0 * m->group), (int)(r1 < m->job.rows ? r1 : m->job.rows));
+        }
+        base += unit * G;
+    }
+}
+
+static void run_tasks(tpool *tp, const mm_task *tasks, int n) {
+    multi_run mr = {tasks, n, 0};
+    for (int i = 0; i < n; i++)
+        mr.total += task_unit(&tasks[i]) * ((tasks[i].job.rows + tasks[i].group - 1) / tasks[i].group);
+    if (mr.total <= 0) return;
+    tpool_run(tp, multi_worker, &mr);
+}
+
+void kern_matmul_q_path(enum kern_path p, tpool *tp, int wtype, const void *W, int rows, int cols,
+                        const void *Xq, int ntok, float *Y) {
+    check_or_die("kern_matmul_q", wtype, rows, cols, ntok);
+    if (ntok == 0) return;
+    mm_task m;
+    void *owned;
+    task_init(&m, usable(p), wtype, W, rows, cols, NULL, Xq, ntok, Y, &owned);
+    run_tasks(tp, &m, 1);
+    free(owned);
+}
+
+void kern_matmul_path(enum kern_path p, tpool *tp, int wtype, const void *W, int rows, int cols,
+                      const float *X, int ntok, float *Y) {
+    check_or_die("kern_matmul", wtype, rows, cols, ntok);
+    if (ntok == 0) return;
+    mm_task m;
+    void *owned;
+    task_init(&m, usable(p), wtype, W, rows, cols, X, NULL, ntok, Y, &owned);
+    run_tasks(tp, &m, 1);
+    free(owned);
+}
+
+void kern_matmul_q(tpool *tp, int wtype, const void *W, int rows, int cols, const void *Xq, int ntok,
+                   float *Y) {
+    kern_matmul_q_path(kern_get_path(), tp, wtype, W, rows, cols, Xq, ntok, Y);
+}
+
+void kern_matmul(tpool *tp, int wtype, const void *W, int rows, int cols, const float *X, int ntok,
+                 float *Y) {
+    kern_matmul_path(kern_get_path(), tp, wtype, W, rows, cols, X, ntok, Y);
+}
+
+void kern_matmul_multi(tpool *tp, const kern_mm *mm, int n) {
+    if (n <= 0) return;
+    enum kern_path p = kern_get_path();
+    mm_task *tasks = xmalloc(sizeof *tasks * (size_t)n);
+    void **owned = xmalloc(sizeof *owned * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        check_or_die("kern_matmul_multi", mm[i].wtype, mm[i].rows, mm[i].cols, mm[i].ntok);
+        task_init(&tasks[i], p, mm[i].wtype, mm[i].W, mm[i].rows, mm[i].cols, mm[i].X, NULL, mm[i].ntok,
+                  mm[i].Y, &owned[i]);
+    }
+    run_tasks(tp, tasks, n);
+    for (int i = 0; i < n; i++) free(owned[i]);
+    free(owned);
+    free(tasks);
+}
+
+/* ---- bandwidth probe ---- */
+
+uint64_t kern_read_sum(const void *p, size_t n) {
+    switch (kern_get_path()) {
+    case KERN_AVX512: return kern_avx512_read(p, n);
+    case KERN_AVX2: return kern_avx2_read(p, n);
+    default: {
+        const uint64_t *q = p;
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (size_t i = 0; i < n / 8; i += 4) {
+            s0 += q[i];
+            s1 += q[i + 1];
+            s2 += q[i + 2];
+            s3 += q[i + 3];
+        }
+        return s0 + s1 + s2 + s3;
+    }
+    }
 }
