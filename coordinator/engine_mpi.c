@@ -328,6 +328,7 @@ typedef struct stats_sum {
     uint64_t *hits;          /* [L * E] summed expert hits */
     uint64_t steps, wire, rows;
     double compute, comm, wait;
+    bool print;              /* print each rank's line */
 } stats_sum;
 
 static void on_stats(void *ctx, void *msg, int len) {
@@ -336,7 +337,8 @@ static void on_stats(void *ctx, void *msg, int len) {
     free(msg);
     t->got++;
     if (!s) return;
-    fprintf(stderr, "stats: %4u  %6llu  %11llu  %6.2f  %6.2f  %6.2f  %8.2f  %8.2f  %7.1f\n", s->rank,
+    if (t->print)
+        fprintf(stderr, "stats: %4u  %6llu  %11llu  %6.2f  %6.2f  %6.2f  %8.2f  %8.2f  %7.1f\n", s->rank,
             (unsigned long long)s->tokens, (unsigned long long)s->expert_rows, s->busy_s, s->comm_s, s->wait_s,
             (double)s->bytes_sent / 1048576.0, (double)s->bytes_recv / 1048576.0, (double)s->rss / 1048576.0);
     for (size_t i = 0; i < s->n_expert_hits && i < (size_t)t->L * t->E; i++) t->hits[i] += s->expert_hits[i];
@@ -345,22 +347,41 @@ static void on_stats(void *ctx, void *msg, int len) {
     moe__rank_stats__free_unpacked(s, NULL);
 }
 
-static void print_stats(engine_mpi *e) {
+/* Asks every rank for its counters and sums them into t (rank lines are
+ * printed when print is set). */
+static void gather_stats(engine_mpi *e, stats_sum *t, bool print) {
     cl_rank *c = &e->c;
-    stats_sum t = {.L = c->plan.n_layer, .E = c->plan.n_expert};
-    t.hits = calloc((size_t)t.L * t.E + 1, sizeof *t.hits);
-    if (!t.hits) abort();
-    e->sum = &t;
+    memset(t, 0, sizeof *t);
+    t->L = c->plan.n_layer, t->E = c->plan.n_expert;
+    t->print = print;
+    t->hits = calloc((size_t)t->L * t->E + 1, sizeof *t->hits);
+    if (!t->hits) abort();
+    e->sum = t;
     c->on_stats = on_stats;
     c->out_ctx = e;
-    fprintf(stderr, "stats: rank  tokens  expert-rows  busy-s  comm-s  wait-s  sent-MiB  recv-MiB  rss-MiB\n");
+    if (print) fprintf(stderr, "stats: rank  tokens  expert-rows  busy-s  comm-s  wait-s  sent-MiB  recv-MiB  rss-MiB\n");
     for (int r = 0; r < c->size; r++) send_ctrl(c, r, MOE__CONTROL__KIND__STATS);
     double t0 = cl_now();
     int polls = 0;
-    while (t.got < c->size) {
+    while (t->got < c->size) {
         if (!cl_serve_one(c)) cl_idle(c, &polls);
-        if (cl_now() - t0 > c->timeout_s) cl_die(c, "stats: only %d of %d ranks answered", t.got, c->size);
+        if (cl_now() - t0 > c->timeout_s) cl_die(c, "stats: only %d of %d ranks answered", t->got, c->size);
     }
+    e->sum = NULL;
+}
+
+bool engine_mpi_summary_get(engine_mpi *e, engine_mpi_summary *s) {
+    stats_sum t;
+    gather_stats(e, &t, false);
+    free(t.hits);
+    *s = (engine_mpi_summary){.moe_steps = t.steps, .compute_s = t.compute, .comm_s = t.comm, .wait_s = t.wait,
+                              .wire_bytes = t.wire, .rows = t.rows};
+    return true;
+}
+
+static void print_stats(engine_mpi *e) {
+    stats_sum t;
+    gather_stats(e, &t, true);
     if (t.steps)
         fprintf(stderr,
                 "stats: %llu MoE layer steps: %.3f ms compute, %.3f ms messaging, %.3f ms waiting per step; "
@@ -377,7 +398,6 @@ static void print_stats(engine_mpi *e) {
         fprintf(stderr, "\n");
     }
     free(t.hits);
-    e->sum = NULL;
 }
 
 void engine_mpi_close(engine_mpi *e) {

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine.h"
 
@@ -26,5 +27,16 @@ const char *engine_mpi_desc(const engine_mpi *e);
 bool engine_mpi_forward(engine_mpi *e, int seq, const int *tokens, int n, int pos0, float *logits, bool all_rows,
                         char *err, size_t errlen);
 void engine_mpi_reset(engine_mpi *e, int seq);
+
+/* Cluster-wide MoE step counters since start-up (asks every rank). */
+typedef struct engine_mpi_summary {
+    uint64_t moe_steps;      /* MoE layer steps run by the stages */
+    double compute_s;        /* their time computing (router, own/shared experts, combine) */
+    double comm_s;           /* packing, posting and unpacking messages */
+    double wait_s;           /* waiting for expert workers */
+    uint64_t wire_bytes;     /* bytes those steps sent and received */
+    uint64_t rows;           /* token rows through those steps */
+} engine_mpi_summary;
+bool engine_mpi_summary_get(engine_mpi *e, engine_mpi_summary *s);
 
 #endif
