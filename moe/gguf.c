@@ -141,7 +141,8 @@ static bool get_str(cursor *c, const uint8_t **s, uint64_t *len) {
     uint64_t n;
     if (!get_u64(c, &n)) return false;
     if (n > left(c))
-        return fail(c, "string length %" PRIu64 " at offset %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)",
+        return fail(c, "string length %" PRIu64 " at offset %" PRIu64 " runs past the end of the file (%" PRIu64
+                    " bytes): corrupt or truncated",
                     n, c->pos - 8, c->size);
     *s = c->base + c->pos;
     *len = n;
@@ -192,7 +193,7 @@ static bool parse_value(cursor *c, uint32_t t, int depth, kv_entry *kv) {
     if (!min) return fail(c, "array of unknown element type %" PRIu32, et);
     if (n > left(c) / min)
         return fail(c, "array of %" PRIu64 " %s elements at offset %" PRIu64 " cannot fit in the %" PRIu64
-                    " bytes left in the file", n, gguf_vtype_name(et), c->pos - 12, left(c));
+                    " bytes left in the file: corrupt or truncated", n, gguf_vtype_name(et), c->pos - 12, left(c));
     if (kv) kv->etype = et, kv->n = n, kv->data = c->base + c->pos;
     if (esz) {
         c->pos += n * esz;
@@ -369,8 +370,8 @@ static bool parse_tensors(cursor *c, gguf_part *p, uint64_t n_tensors) {
         gguf_tensor *t = &p->tensors[i];
         if (rel[i] > room || t->nbytes > room - rel[i]) {
             snprintf(c->what, sizeof c->what, "tensor '%s'", printable(name, sizeof name, (const uint8_t *)t->name, strlen(t->name)));
-            fail(c, "data (%" PRIu64 " bytes at data offset %" PRIu64 ") extends past the end of the file (data section is %" PRIu64 " bytes)",
-                 t->nbytes, rel[i], room);
+            fail(c, "data (%" PRIu64 " bytes at data offset %" PRIu64 ") extends past the end of the file "
+                 "(data section is %" PRIu64 " bytes): corrupt or truncated", t->nbytes, rel[i], room);
             goto out;
         }
         t->offset = p->data_start + rel[i];
@@ -461,7 +462,7 @@ static bool part_open(gguf_part *p, const char *path, char *err, size_t errlen) 
     if (!get_u32(&c, &version)) return false;
     if (version == 1) return fail(&c, "GGUF version 1 is not supported (only 2 and 3): reconvert the model");
     if (version != 2 && version != 3) {
-        if ((version & 0xffff) == 0)
+        if (version && (version & 0xffff) == 0)
             return fail(&c, "unsupported GGUF version 0x%08" PRIx32 " (a big-endian file?)", version);
         return fail(&c, "unsupported GGUF version %" PRIu32 " (only 2 and 3)", version);
     }
@@ -470,9 +471,10 @@ static bool part_open(gguf_part *p, const char *path, char *err, size_t errlen) 
     uint64_t n_tensors, n_kv;
     if (!get_u64(&c, &n_tensors) || !get_u64(&c, &n_kv)) return false;
     if (n_kv > INT_MAX || n_kv > left(&c) / MIN_KV_BYTES)
-        return fail(&c, "key count %" PRIu64 " is absurd for a file of %" PRIu64 " bytes", n_kv, p->size);
+        return fail(&c, "key count %" PRIu64 " is absurd for a file of %" PRIu64 " bytes (corrupt or truncated)", n_kv, p->size);
     if (n_tensors > INT_MAX || n_tensors > left(&c) / MIN_TENSOR_INFO_BYTES)
-        return fail(&c, "tensor count %" PRIu64 " is absurd for a file of %" PRIu64 " bytes", n_tensors, p->size);
+        return fail(&c, "tensor count %" PRIu64 " is absurd for a file of %" PRIu64 " bytes (corrupt or truncated)",
+                    n_tensors, p->size);
 
     return parse_kvs(&c, p, n_kv) && parse_tensors(&c, p, n_tensors);
 }

@@ -68,7 +68,8 @@ const char *gguf_get_str(const gguf_file *f, const char *key, uint64_t *len);
 
 /* Arrays.  gguf_get_arr gives element type and count.  For numeric element
  * types gguf_get_arr_data returns the raw little-endian elements (packed,
- * as in the file).  For string arrays use gguf_get_arr_str. */
+ * as in the file, so possibly unaligned: copy elements out with memcpy).
+ * For string arrays use gguf_get_arr_str. */
 bool gguf_get_arr(const gguf_file *f, const char *key, enum gguf_vtype *etype, uint64_t *n);
 const void *gguf_get_arr_data(const gguf_file *f, const char *key);
 const char *gguf_get_arr_str(const gguf_file *f, const char *key, uint64_t i, uint64_t *len);
