@@ -81,8 +81,8 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* Copies a name from the file for a message: at most 64 bytes, control
- * bytes shown as '?', "..." if cut. */
+/* Copies a name from the file for a message: as much as fits in buf,
+ * control bytes shown as '?', "..." if cut. */
 static const char *printable(char *buf, size_t buflen, const uint8_t *s, uint64_t len) {
     size_t max = buflen - 4, o = 0;
     for (uint64_t i = 0; i < len && o < max; i++) buf[o++] = (s[i] < 0x20 || s[i] == 0x7f) ? '?' : (char)s[i];
