@@ -338,9 +338,9 @@ static void on_stats(void *ctx, void *msg, int len) {
     t->got++;
     if (!s) return;
     if (t->print)
-        fprintf(stderr, "stats: %4u  %6llu  %11llu  %6.2f  %6.2f  %6.2f  %8.2f  %8.2f  %7.1f\n", s->rank,
+        fprintf(stderr, "stats: %4u  %6llu  %11llu  %6.2f  %6.2f  %6.2f  %5.2f  %8.2f  %8.2f  %7.1f\n", s->rank,
             (unsigned long long)s->tokens, (unsigned long long)s->expert_rows, s->busy_s, s->comm_s, s->wait_s,
-            (double)s->bytes_sent / 1048576.0, (double)s->bytes_recv / 1048576.0, (double)s->rss / 1048576.0);
+            s->cpu_s, (double)s->bytes_sent / 1048576.0, (double)s->bytes_recv / 1048576.0, (double)s->rss / 1048576.0);
     for (size_t i = 0; i < s->n_expert_hits && i < (size_t)t->L * t->E; i++) t->hits[i] += s->expert_hits[i];
     t->steps += s->moe_steps, t->compute += s->moe_compute_s, t->comm += s->moe_comm_s, t->wait += s->moe_wait_s;
     t->wire += s->moe_wire_bytes, t->rows += s->moe_rows;
@@ -359,7 +359,7 @@ static void gather_stats(engine_mpi *e, stats_sum *t, bool print) {
     e->sum = t;
     c->on_stats = on_stats;
     c->out_ctx = e;
-    if (print) fprintf(stderr, "stats: rank  tokens  expert-rows  busy-s  comm-s  wait-s  sent-MiB  recv-MiB  rss-MiB\n");
+    if (print) fprintf(stderr, "stats: rank  tokens  expert-rows  busy-s  comm-s  wait-s  cpu-s  sent-MiB  recv-MiB  rss-MiB\n");
     for (int r = 0; r < c->size; r++) send_ctrl(c, r, MOE__CONTROL__KIND__STATS);
     double t0 = cl_now();
     int polls = 0;

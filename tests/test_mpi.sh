@@ -87,6 +87,15 @@ check "--stats prints expert hits and wire bytes" $? "$(grep stats: "$tmp/err" |
 [ "$want" -eq 16 ]
 check "manifest has 16 greedy ids" $?
 
+# Waiting ranks sleep: in a 4-rank decode the expert workers mostly wait;
+# their CPU time (from --stats) stays well below the decode's wall time
+# (spinning waits would burn it all).
+mpirun_ 4 "$moe" generate -m "$gguf" --tokens "0 1 2" -n 1000 --temp 0 --ignore-eos -t 1 --stats > /dev/null 2> "$tmp/err"
+decode=$(sed -n 's/.*decode: [0-9]* tokens in \([0-9.]*\) s.*/\1/p' "$tmp/err")
+cpu=$(awk '$1 == "stats:" && $2 ~ /^[1-3]$/ { s += $8 } END { print s + 0 }' "$tmp/err")
+[ -n "$decode" ] && awk -v c="$cpu" -v d="$decode" 'BEGIN { exit !(c < 0.5 * 3 * d) }'
+check "waiting ranks do not spin (workers' cpu $cpu s during a $decode s decode)" $? "$(grep -E 'stats|decode' "$tmp/err" | head -n 6)"
+
 # Bad plans are rejected before loading: wrong world size, not fitting memory.
 mpirun_ 3 "$moe" logits -m "$gguf" --tokens "0 1" -o "$tmp/x.f32" --plan "$tmp/a.plan" 2> "$tmp/err"
 rc=$?

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "control.pb-c.h"
@@ -381,6 +382,10 @@ static void send_stats(cl_rank *c) {
     s.bytes_sent = c->st.bytes_sent;
     s.bytes_recv = c->st.bytes_recv;
     s.rss = hw_rss();
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        s.cpu_s = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+                  1e-6 * (double)ru.ru_stime.tv_usec;
     s.n_expert = (uint32_t)c->plan.n_expert;
     s.n_layer = (uint32_t)c->plan.n_layer;
     s.moe_steps = c->st.moe_steps;
