@@ -142,6 +142,7 @@ engine_mpi *engine_mpi_open(const engine_opts *o, char *err, size_t errlen) {
         snprintf(err, errlen, "MPI_Init failed");
         return NULL;
     }
+    MPI_Query_thread(&provided); /* also right when MPI was initialized before us */
     atexit(finalize_at_exit);
     engine_mpi *e = calloc(1, sizeof *e);
     if (!e) abort();
@@ -154,7 +155,7 @@ engine_mpi *engine_mpi_open(const engine_opts *o, char *err, size_t errlen) {
     c->spin = w && !strcmp(w, "spin");
     c->timeout_s = t && atof(t) > 0 ? atof(t) : 120.0;
     /* Heartbeats from the start, so a rank lost while loading is noticed. */
-    if (provided >= MPI_THREAD_MULTIPLE || init) {
+    if (provided >= MPI_THREAD_MULTIPLE) {
         char sub[128];
         if (!cl_hb_start(c, sub, sizeof sub)) fprintf(stderr, "moe: rank %d: %s; no failure detection\n", c->rank, sub);
     } else if (c->rank == 0) {

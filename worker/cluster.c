@@ -213,6 +213,8 @@ static void moe_step(cl_rank *c, int il, float *x, int n) {
     double tc = cl_now();
     int *npairs = calloc((size_t)R, sizeof *npairs), *ntok = calloc((size_t)R, sizeof *ntok);
     int *last = xmalloc(sizeof(int) * (size_t)R);
+    int *own = xmalloc(sizeof(int) * (size_t)n * K); /* rank owning the expert of each (token, slot) */
+    for (int i = 0; i < n * K; i++) own[i] = c->plan.owner[(size_t)il * E + ids[i]];
     MPI_Request *reqs = xmalloc(sizeof *reqs * (size_t)R);
     int *peers = xmalloc(sizeof(int) * (size_t)R);
     void **res = calloc((size_t)R, sizeof *res);
@@ -220,7 +222,7 @@ static void moe_step(cl_rank *c, int il, float *x, int n) {
     for (int r = 0; r < R; r++) last[r] = -1, reqs[r] = MPI_REQUEST_NULL, peers[r] = r;
     for (int t = 0; t < n; t++)
         for (int s = 0; s < K; s++) {
-            int r = c->plan.owner[(size_t)il * E + ids[t * K + s]];
+            int r = own[t * K + s];
             npairs[r]++;
             if (last[r] != t) ntok[r]++, last[r] = t;
         }
@@ -235,7 +237,7 @@ static void moe_step(cl_rank *c, int il, float *x, int n) {
         for (int t = 0; t < n; t++)
             for (int s = 0; s < K; s++) {
                 int e = ids[t * K + s];
-                if (c->plan.owner[(size_t)il * E + e] != r) continue;
+                if (own[t * K + s] != r) continue;
                 if (prev != t) {
                     memcpy(rows + (size_t)(++row) * H, h + (size_t)t * H, sizeof(float) * (size_t)H);
                     prev = t;
@@ -258,13 +260,12 @@ static void moe_step(cl_rank *c, int il, float *x, int n) {
         int j = 0;
         for (int t = 0; t < n; t++)
             for (int s = 0; s < K; s++)
-                if (c->plan.owner[(size_t)il * E + ids[t * K + s]] == c->rank)
-                    pairs[2 * j] = t, pairs[2 * j + 1] = ids[t * K + s], j++;
+                if (own[t * K + s] == c->rank) pairs[2 * j] = t, pairs[2 * j + 1] = ids[t * K + s], j++;
         run_experts(c, il, h, pairs, j, out);
         j = 0;
         for (int t = 0; t < n; t++)
             for (int s = 0; s < K; s++)
-                if (c->plan.owner[(size_t)il * E + ids[t * K + s]] == c->rank)
+                if (own[t * K + s] == c->rank)
                     memcpy(y + ((size_t)t * K + s) * H, out + (size_t)(j++) * H, sizeof(float) * (size_t)H);
         free(out), free(pairs);
     }
@@ -288,7 +289,7 @@ static void moe_step(cl_rank *c, int il, float *x, int n) {
         int j = 0;
         for (int t = 0; t < n; t++)
             for (int s = 0; s < K; s++)
-                if (c->plan.owner[(size_t)il * E + ids[t * K + s]] == r)
+                if (own[t * K + s] == r)
                     memcpy(y + ((size_t)t * K + s) * H, rows + (size_t)(j++) * H, sizeof(float) * (size_t)H);
         free(res[r]);
     }
@@ -298,7 +299,7 @@ static void moe_step(cl_rank *c, int il, float *x, int n) {
     float *f = xmalloc(sizeof(float) * (size_t)n * H);
     moe_combine(n, K, H, w, y, sh, f);
     for (size_t i = 0; i < (size_t)n * H; i++) x[i] = f[i] + x[i];
-    free(f), free(sh), free(res), free(peers), free(reqs), free(last), free(ntok), free(npairs);
+    free(f), free(sh), free(res), free(peers), free(reqs), free(own), free(last), free(ntok), free(npairs);
     free(y), free(w), free(ids), free(h);
 
     double total = cl_now() - t0;
