@@ -126,26 +126,24 @@ int cmd_generate(int argc, char **argv) {
     if (chat && !prompt) return cli_usage_error("generate", "--chat needs -p TEXT");
 
     char err[512];
+    int rc = 1, n_prompt = 0;
+    int *ids = NULL;
+    if (tokens_s && !(ids = cli_ids(tokens_s, &n_prompt, err, sizeof err))) /* before any weight is loaded */
+        return cli_usage_error("generate", "%s", err);
     engine *e = engine_open(&eo, err, sizeof err);
     if (!e) {
         fprintf(stderr, "moe generate: %s\n", err);
+        free(ids);
         return 1;
     }
-    int rc = 1, n_prompt = 0;
-    int *ids = NULL;
     tokenizer *tok = tokenizer_load(engine_model(e)->gguf, err, sizeof err);
     if (!tok) {
         fprintf(stderr, "moe generate: %s\n", err);
+        free(ids);
         engine_close(e);
         return 1;
     }
-    if (tokens_s) {
-        ids = cli_ids(tokens_s, &n_prompt, err, sizeof err);
-        if (!ids) {
-            fprintf(stderr, "moe generate: %s\n", err);
-            goto early_out;
-        }
-    } else {
+    if (!ids) {
         char *text = NULL;
         bool add_special = true;
         if (chat) {
