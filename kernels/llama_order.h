@@ -1,0 +1,83 @@
+/* Arithmetic in llama.cpp's exact float operation order.
+ *
+ * The reference logits come from llama.cpp's CPU backend built for
+ * AVX-512 (F/BW/VL/VNNI/BF16).  Its results depend on the order of every
+ * float addition and on which additions are fused (FMA).  Near-tied
+ * router scores in MoE models turn a 1-ulp difference into a different
+ * expert, so to agree with it beyond ~1e-6 an engine has to repeat that
+ * order.  This file does, in plain C (fmaf() where llama.cpp uses an FMA
+ * instruction; fmaf is exact in software too).
+ *
+ * What llama.cpp runs for y = W x (ggml_compute_forward_mul_mat) depends
+ * on the weight type, on whether the tensor was "repacked" at load (the
+ * CPU_REPACK buffer: Q4_0 and Q4_K matrices with a row count divisible by
+ * 8 that are used as a plain 2-D mul_mat or as 3-D mul_mat_id experts), and
+ * on the number of activation rows of the op:
+ *   - F32/F16/BF16, >= 2 rows:  tinyBLAS (one 16-lane accumulator per
+ *     output, FMA over 16-column chunks, _mm512_reduce_add_ps);
+ *   - F32/F16/BF16, 1 row, and mul_mat_id: ggml_vec_dot_* (4 x 16-lane
+ *     accumulators over 64-column steps, scalar tail);
+ *   - Q4_0/Q5_0/Q8_0/Q4_1/Q5_1 not repacked: 8 lanes, lane l holding
+ *     values 4l..4l+3 of each 32-block, acc = fma(d_w*d_a, isum, acc),
+ *     then hsum_float_8 (tinyBLAS and vec_dot agree);
+ *   - K-quants not repacked: vec_dot, 8 lanes over each 32-value group;
+ *   - repacked Q4_0 / Q4_K: one accumulator per output, block after block.
+ * So for F32/F16/BF16 llama.cpp's own result depends on whether the op
+ * had one row or several: lo_matmul takes that as an argument (the
+ * caller knows the op) instead of looking at its own batch, so that a row
+ * never depends on how a batch was split, only on the op it mirrors. */
+#ifndef MOE_LLAMA_ORDER_H
+#define MOE_LLAMA_ORDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "threadpool.h"
+
+/* Which llama.cpp operation a product stands for. */
+enum lo_op {
+    LO_MUL_MAT_1 = 0, /* ggml_mul_mat with one activation row (decode) */
+    LO_MUL_MAT_N = 1, /* ggml_mul_mat with >= 2 activation rows (prefill) */
+    LO_MUL_MAT_ID = 2 /* ggml_mul_mat_id: routed experts, any row count */
+};
+
+/* The ggml_mul_mat op for a product over n activation rows. */
+static inline enum lo_op lo_mul_mat_op(int n) { return n >= 2 ? LO_MUL_MAT_N : LO_MUL_MAT_1; }
+
+/* Whether llama.cpp's CPU backend repacks a weight matrix of this type
+ * and row count (in_mul_mat: used as a 2-D ggml_mul_mat src0 or as 3-D
+ * mul_mat_id experts; 3-D tensors in a broadcast mul_mat are not). */
+bool lo_repacked(int wtype, int rows, bool in_mul_mat);
+
+/* Y[t][r] = sum_k W[r][k] X[t][k] in llama.cpp's order for op and layout
+ * (repacked from lo_repacked).  Activations are quantized to the weight's
+ * vec_dot type first, as llama.cpp does.  Rows are split over the pool;
+ * a (row, token) result depends only on op, repacked and its inputs. */
+void lo_matmul(tpool *tp, enum lo_op op, bool repacked, int wtype, const void *W, int rows, int cols,
+               const float *X, int ntok, float *Y);
+
+/* dot of two float vectors as ggml_vec_dot_f32 (AVX-512 build) */
+float lo_dot_f32(int n, const float *x, const float *y);
+
+/* ---- element-wise ops of the AVX-512 build ---- */
+
+/* ggml_v_expf: llama.cpp's vectorised expf (a polynomial, not libm's),
+ * used on 16-value chunks; the tail of a row uses libm expf. */
+float lo_v_expf(float x);
+/* ggml_v_silu on one value: x / (1 + v_expf(-x)). */
+float lo_v_silu(float x);
+
+/* ggml_vec_soft_max_f32 + normalisation over a row of n values: x[i] -
+ * max through v_expf in 16-value chunks (libm expf for the tail), sum in
+ * double of the per-chunk _mm512_reduce_add_ps sums, then x *= 1/sum. */
+void lo_softmax(float *x, int n);
+
+/* y[i] = silu(g[i]) * u[i] as ggml_vec_swiglu_f32 over a row of n. */
+void lo_swiglu(const float *g, const float *u, float *y, int n);
+
+/* The horizontal sums of the AVX-512 build, for kernels that mirror it:
+ * hsum_float_8 of an 8-lane accumulator, _mm512_reduce_add_ps of 16. */
+float lo_hsum8(const float v[8]);
+float lo_reduce16(const float v[16]);
+
+#endif
