@@ -2,7 +2,14 @@
  * forward.h).  The arithmetic follows llama.cpp's graph for this
  * architecture: RMSNorm with a double sum, adjacent-pair RoPE with YaRN,
  * absorbed multi-head latent attention over an F32 compressed cache, and
- * the routed + shared expert FFN. */
+ * the routed + shared expert FFN.
+ *
+ * Every float operation is done in the order llama.cpp's CPU backend (an
+ * AVX-512 build) does it, so the logits agree with it bit for bit: these
+ * random test models have near-tied router scores, where one ulp picks a
+ * different expert.  Matrix products go through lo_matmul (llama_order.h)
+ * with the llama.cpp op they stand for; the element-wise ops use its
+ * vectorised exp where it does. */
 #include "forward.h"
 
 #include <math.h>
@@ -10,6 +17,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "llama_order.h"
 #include "quant.h"
 
 static void *xmalloc(size_t n) {
@@ -35,21 +43,6 @@ static void rmsnorm_rows(const float *x, const gguf_tensor *w, int rows, int n, 
                          float eps, float *out) {
     for (int r = 0; r < rows; r++)
         rmsnorm(x + (size_t)r * stride_in, w->data, n, eps, out + (size_t)r * stride_out);
-}
-
-static float silu(float x) { return x / (1.0f + expf(-x)); }
-
-/* softmax in place, sum in double (llama.cpp's soft_max) */
-static void softmax(float *x, int n) {
-    float mx = -INFINITY;
-    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - mx);
-        sum += x[i];
-    }
-    const float inv = (float)(1.0 / sum);
-    for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
 /* ---- RoPE (ggml "normal" mode: rotate pairs (2i, 2i+1)) with YaRN ---- */
@@ -113,9 +106,10 @@ static void rope_apply(const float *cs, int n_dims, float *x) {
 static int rows_of(const gguf_tensor *t) { return (int)t->ne[1]; }
 static int cols_of(const gguf_tensor *t) { return (int)t->ne[0]; }
 
-/* y[n][rows] = W x for a 2-D tensor. */
+/* y[n][rows] = W x for a 2-D tensor: a plain ggml_mul_mat over n rows. */
 static void matmul(tpool *tp, const gguf_tensor *W, const float *x, int n, float *y) {
-    kern_matmul(tp, W->type, W->data, rows_of(W), cols_of(W), x, n, y);
+    lo_matmul(tp, lo_mul_mat_op(n), lo_repacked(W->type, rows_of(W), true), W->type, W->data, rows_of(W),
+              cols_of(W), x, n, y);
 }
 
 /* Matrix k of a 3-D tensor {cols, rows, K}. */
@@ -175,7 +169,15 @@ bool moe_embed(const moe_model *m, const int *tokens, int n, float *x) {
 }
 
 /* Attention core of one head over the cache: for each of the n new tokens,
- * softmax-weighted latent o_lat[t] (kv_lora values). */
+ * softmax-weighted latent o_lat[t] (kv_lora values).
+ *
+ * In llama.cpp's order: scores kq = ggml_vec_dot_f32(k_s, q) (the q view
+ * is strided, so never tinyBLAS), then soft_max over the cache view, whose
+ * length is padded (masked to -inf) to a multiple of 256 cells, then
+ * o = V^T p as a mul_mat over that padded length: tinyBLAS when the batch
+ * has >= 2 tokens, vec_dot_f32 for one.  Masked cells add exact zeros, so
+ * only the causal positions are visited; what matters is that position s
+ * always lands in lane s % 16 (and accumulator (s / 16) % 4 for vec_dot). */
 typedef struct {
     const moe_hparams *hp;
     const moe_kv_layer *kv;
@@ -188,7 +190,9 @@ static void attn_core_worker(void *arg, int ith, int nth) {
     const attn_core_job *j = arg;
     const int nh = j->hp->n_head, L = j->hp->kv_lora_rank, W = j->kv->width;
     const int n_ctx_max = j->pos0 + j->n;
-    float *p = fbuf((size_t)n_ctx_max);
+    const bool tiny = j->n >= 2 && L % 4 == 0; /* tinyBLAS takes kqv */
+    float *p = fbuf((size_t)n_ctx_max + 16);
+    float (*acc)[16] = xmalloc(sizeof(float[16]) * 4);
     /* (token, head) pairs are split over threads; each pair is computed
      * the same way whatever the split. */
     const int total = j->n * nh;
@@ -196,21 +200,27 @@ static void attn_core_worker(void *arg, int ith, int nth) {
         const int t = idx / nh, h = idx % nh;
         const float *q = j->q + ((size_t)t * nh + h) * W;
         const int n_kv = j->pos0 + t + 1; /* causal */
-        for (int s = 0; s < n_kv; s++) {
-            const float *k = j->kv->data + (size_t)s * W;
-            float d = 0.0f;
-            for (int i = 0; i < W; i++) d += q[i] * k[i];
-            p[s] = d * j->hp->kq_scale;
-        }
-        softmax(p, n_kv);
+        const int n_pad = (n_kv + 15) & ~15;
+        for (int s = 0; s < n_kv; s++) p[s] = lo_dot_f32(W, j->kv->data + (size_t)s * W, q) * j->hp->kq_scale;
+        for (int s = n_kv; s < n_pad; s++) p[s] = -INFINITY;
+        lo_softmax(p, n_pad);
         float *o = j->o_lat + ((size_t)t * nh + h) * L;
-        for (int i = 0; i < L; i++) o[i] = 0.0f;
-        for (int s = 0; s < n_kv; s++) {
-            const float *c = j->kv->data + (size_t)s * W;
-            const float ps = p[s];
-            for (int i = 0; i < L; i++) o[i] += ps * c[i];
+        for (int i = 0; i < L; i++) {
+            memset(acc, 0, sizeof(float[16]) * 4);
+            for (int s = 0; s < n_kv; s++) {
+                float *a = &acc[tiny ? 0 : (s / 16) % 4][s % 16];
+                *a = fmaf(j->kv->data[(size_t)s * W + i], p[s], *a);
+            }
+            if (tiny) {
+                o[i] = lo_reduce16(acc[0]);
+            } else {
+                float r[16];
+                for (int l = 0; l < 16; l++) r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+                o[i] = lo_reduce16(r);
+            }
         }
     }
+    free(acc);
     free(p);
 }
 
@@ -257,7 +267,11 @@ void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n
     for (int h = 0; h < nh; h++) {
         for (int t = 0; t < n; t++)
             memcpy(qn + (size_t)t * nope, q + (size_t)t * nh * qk + (size_t)h * qk, sizeof(float) * nope);
-        kern_matmul(tp, l->k_b->type, slice3(l->k_b, h), L, nope, qn, n, qabs);
+        /* llama.cpp multiplies a permuted (strided) view of q here: with
+         * F32 weights that view goes to vec_dot as it is, otherwise it is
+         * converted to the vec_dot type and can take the batched kernel */
+        const enum lo_op op = l->k_b->type == QT_F32 ? LO_MUL_MAT_1 : lo_mul_mat_op(n);
+        lo_matmul(tp, op, false, l->k_b->type, slice3(l->k_b, h), L, nope, qn, n, qabs);
         for (int t = 0; t < n; t++) {
             float *dst = qf + ((size_t)t * nh + h) * W;
             memcpy(dst, qabs + (size_t)t * L, sizeof(float) * L);
@@ -279,7 +293,7 @@ void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n
     for (int h = 0; h < nh; h++) {
         for (int t = 0; t < n; t++)
             memcpy(lat + (size_t)t * L, o_lat + ((size_t)t * nh + h) * L, sizeof(float) * L);
-        kern_matmul(tp, l->v_b->type, slice3(l->v_b, h), vh, L, lat, n, oh);
+        lo_matmul(tp, lo_mul_mat_op(n), false, l->v_b->type, slice3(l->v_b, h), vh, L, lat, n, oh);
         for (int t = 0; t < n; t++)
             memcpy(o + (size_t)t * nh * vh + (size_t)h * vh, oh + (size_t)t * vh, sizeof(float) * vh);
     }
@@ -295,33 +309,35 @@ void moe_ffn_norm(const moe_model *m, int il, const float *x, int n, float *h) {
     rmsnorm_rows(x, m->layers[il].ffn_norm, n, H, H, H, m->hp.rms_eps, h);
 }
 
-/* out[n][H] = down(silu(gate h) * up h) with raw matrix views. */
-static void swiglu_ffn(tpool *tp, int gt, const void *G, int ut, const void *U, int dt, const void *D,
-                       int H, int F, const float *h, int n, float *out) {
+/* out[n][H] = down(silu(gate h) * up h) with raw matrix views; op is the
+ * llama.cpp op of the three products (mul_mat, or mul_mat_id for routed
+ * experts), which all may use repacked weights. */
+static void swiglu_ffn(tpool *tp, enum lo_op op, int gt, const void *G, int ut, const void *U, int dt,
+                       const void *D, int H, int F, const float *h, int n, float *out) {
     float *g = fbuf((size_t)n * F), *u = fbuf((size_t)n * F);
-    kern_matmul(tp, gt, G, F, H, h, n, g);
-    kern_matmul(tp, ut, U, F, H, h, n, u);
-    for (size_t i = 0; i < (size_t)n * F; i++) g[i] = silu(g[i]) * u[i];
-    kern_matmul(tp, dt, D, H, F, g, n, out);
+    lo_matmul(tp, op, lo_repacked(gt, F, true), gt, G, F, H, h, n, g);
+    lo_matmul(tp, op, lo_repacked(ut, F, true), ut, U, F, H, h, n, u);
+    for (int t = 0; t < n; t++) lo_swiglu(g + (size_t)t * F, u + (size_t)t * F, g + (size_t)t * F, F);
+    lo_matmul(tp, op, lo_repacked(dt, H, true), dt, D, H, F, g, n, out);
     free(g), free(u);
 }
 
 void moe_dense_ffn(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp) {
     const moe_layer *l = &m->layers[il];
-    swiglu_ffn(tp, l->ffn_gate->type, l->ffn_gate->data, l->ffn_up->type, l->ffn_up->data,
+    swiglu_ffn(tp, lo_mul_mat_op(n), l->ffn_gate->type, l->ffn_gate->data, l->ffn_up->type, l->ffn_up->data,
                l->ffn_down->type, l->ffn_down->data, m->hp.n_embd, m->hp.n_ff, h, n, out);
 }
 
 void moe_shared_ffn(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp) {
     const moe_layer *l = &m->layers[il];
-    swiglu_ffn(tp, l->gate_shexp->type, l->gate_shexp->data, l->up_shexp->type, l->up_shexp->data,
+    swiglu_ffn(tp, lo_mul_mat_op(n), l->gate_shexp->type, l->gate_shexp->data, l->up_shexp->type, l->up_shexp->data,
                l->down_shexp->type, l->down_shexp->data, m->hp.n_embd, m->hp.n_ff_exp * m->hp.n_expert_shared, h,
                n, out);
 }
 
 void moe_expert_ffn(const moe_model *m, int il, int e, const float *h, int n, float *out, tpool *tp) {
     const moe_layer *l = &m->layers[il];
-    swiglu_ffn(tp, l->gate_exps->type, slice3(l->gate_exps, e), l->up_exps->type, slice3(l->up_exps, e),
+    swiglu_ffn(tp, LO_MUL_MAT_ID, l->gate_exps->type, slice3(l->gate_exps, e), l->up_exps->type, slice3(l->up_exps, e),
                l->down_exps->type, slice3(l->down_exps, e), m->hp.n_embd, m->hp.n_ff_exp, h, n, out);
 }
 
@@ -347,7 +363,7 @@ void moe_router(const moe_model *m, int il, const float *h, int n, int *ids, flo
             for (int e = 0; e < E; e++) probs[e] = 1.0f / (1.0f + expf(-lg[e]));
         } else {
             memcpy(probs, lg, sizeof(float) * E);
-            softmax(probs, E);
+            lo_softmax(probs, E);
         }
         for (int e = 0; e < E; e++) sel[e] = probs[e] + (l->exp_bias ? ((const float *)l->exp_bias->data)[e] : 0.0f);
 
@@ -374,15 +390,16 @@ void moe_router(const moe_model *m, int il, const float *h, int n, int *ids, flo
         }
 
         memset(taken, 0, (size_t)E);
-        float sum = 0.0f;
+        double dsum = 0.0; /* ggml_sum_rows sums in double */
         for (int k = 0; k < K; k++) {
             const int e = argmax_free(sel, taken, E);
             taken[e] = 1;
             ids[t * K + k] = e;
             w[t * K + k] = probs[e];
-            sum += probs[e];
+            dsum += probs[e];
         }
         if (hp->expert_norm) {
+            float sum = (float)dsum;
             if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
             for (int k = 0; k < K; k++) w[t * K + k] /= sum;
         }
