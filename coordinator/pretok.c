@@ -46,7 +46,17 @@ typedef struct span {
     size_t end;
 } span;
 
-typedef size_t (*match_fn)(const span *s, size_t i);
+/* A stage searches for its next match at or after i: returns its start
+ * (s->end if none) and its length in *len.  Each is a loop around an
+ * inlined matcher (SEARCH below), so no call is made per character. */
+typedef size_t (*search_fn)(const span *s, size_t i, size_t *len);
+
+#define SEARCH(name, match)                                  \
+    static size_t name(const span *s, size_t i, size_t *len) { \
+        for (; i < s->end; i++)                                \
+            if ((*len = match(s, i))) return i;                \
+        return s->end;                                         \
+    }
 
 static inline int cat(const span *s, size_t i) { return s->cls[i] & UCAT_MASK; }
 static inline bool is_ws(const span *s, size_t i) { return s->cls[i] & UCAT_WS; }
@@ -187,10 +197,12 @@ static size_t ws_opt_run(const span *s, size_t i, bool (*in_set)(const span *, s
 static size_t llm_words(const span *s, size_t i) { return ws_opt_run(s, i, llm_letter); }
 static size_t llm_puncts(const span *s, size_t i) { return ws_opt_run(s, i, llm_punct); }
 
-static size_t llm_trailing_ws(const span *s, size_t i) {
-    size_t j = i;
-    while (j < s->end && is_ws(s, j)) j++;
-    return (j > i && j == s->end) ? j - i : 0;
+/* \s+$ searched from i: the whitespace run that ends the piece. */
+static size_t llm_trailing_ws_search(const span *s, size_t i, size_t *len) {
+    size_t j = s->end;
+    while (j > i && is_ws(s, j - 1)) j--;
+    *len = s->end - j;
+    return *len ? j : s->end;
 }
 
 static bool llm_cjk_at(const span *s, size_t i) {
@@ -213,15 +225,24 @@ static size_t llm_numbers(const span *s, size_t i) {
 
 /* ---- driver ---- */
 
+SEARCH(v3_digits_search, v3_digits)
+SEARCH(v3_cjk_search, v3_cjk_run)
+SEARCH(v3_main_search, v3_main)
+SEARCH(llm_newline_search, llm_newline)
+SEARCH(llm_words_search, llm_words)
+SEARCH(llm_puncts_search, llm_puncts)
+SEARCH(llm_cjk_search, llm_cjk)
+SEARCH(llm_numbers_search, llm_numbers)
+
 typedef struct pretok_def {
     const char *name;
-    const match_fn *stages;
+    const search_fn *stages;
     int n_stages;
 } pretok_def;
 
-static const match_fn v3_stages[] = {v3_digits, v3_cjk_run, v3_main};
-static const match_fn llm_stages[] = {llm_newline, llm_words, llm_puncts,
-                                      llm_trailing_ws, llm_cjk, llm_numbers};
+static const search_fn v3_stages[] = {v3_digits_search, v3_cjk_search, v3_main_search};
+static const search_fn llm_stages[] = {llm_newline_search, llm_words_search, llm_puncts_search,
+                                       llm_trailing_ws_search, llm_cjk_search, llm_numbers_search};
 static const pretok_def defs[] = {
     [PRETOK_DEEPSEEK_V3] = {"deepseek-v3", v3_stages, 3},
     [PRETOK_DEEPSEEK_LLM] = {"deepseek-llm", llm_stages, 6},
@@ -256,15 +277,11 @@ static bool split(splitter *st, int k, size_t a, size_t b) {
     if (a == b) return true;
     if (k == st->def->n_stages)
         return st->emit(st->ctx, st->text + st->off[a], st->off[b] - st->off[a]);
-    match_fn match = st->def->stages[k];
-    size_t gap = a, i = a;
-    while (i < b) {
-        st->sp.end = b;
-        size_t len = match(&st->sp, i);
-        if (!len) {
-            i++;
-            continue;
-        }
+    search_fn search = st->def->stages[k];
+    size_t gap = a, i = a, len;
+    for (;;) {
+        st->sp.end = b; /* the recursion changed it */
+        if ((i = search(&st->sp, i, &len)) >= b) break;
         if (!split(st, k + 1, gap, i) || !split(st, k + 1, i, i + len)) return false;
         i += len;
         gap = i;
