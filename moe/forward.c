@@ -84,7 +84,8 @@ static void rope_cache(const rope_params *r, int pos, float *cs) {
         if (r->ext_factor != 0.0f) {
             const float y = (i0 / 2 - r->corr_low) / fmaxf(0.001f, r->corr_high - r->corr_low);
             const float ramp = (1 - fminf(1, fmaxf(0, y))) * r->ext_factor;
-            theta = theta_interp * (1 - ramp) + theta_extrap * ramp;
+            /* llama.cpp's build contracts this mix into one FMA */
+            theta = fmaf(theta_interp, 1 - ramp, theta_extrap * ramp);
             mscale *= 1.0f + 0.1f * logf(1.0f / r->freq_scale);
         }
         cs[i0] = cosf(theta) * mscale;
@@ -93,11 +94,13 @@ static void rope_cache(const rope_params *r, int pos, float *cs) {
     }
 }
 
+/* The rotation as llama.cpp's compiled rope computes it: the first product
+ * of each sum fused with the rounded second one. */
 static void rope_apply(const float *cs, int n_dims, float *x) {
     for (int i0 = 0; i0 < n_dims; i0 += 2) {
         const float x0 = x[i0], x1 = x[i0 + 1];
-        x[i0] = x0 * cs[i0] - x1 * cs[i0 + 1];
-        x[i0 + 1] = x0 * cs[i0 + 1] + x1 * cs[i0];
+        x[i0] = fmaf(x0, cs[i0], -(x1 * cs[i0 + 1]));
+        x[i0 + 1] = fmaf(x0, cs[i0 + 1], x1 * cs[i0]);
     }
 }
 
