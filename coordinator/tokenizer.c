@@ -53,6 +53,9 @@ struct tokenizer {
     uint64_t *merges;    /* packed (left, right, rank) slots, linear probing */
     uint64_t n_slots;    /* slots in merges (70% full: small enough to stay in cache) */
     int32_t *byte_pair_rank; /* [256 * 256] rank of merging two bytes' symbols, -1 if none */
+    uint64_t *pair_filter;   /* [FILTER_BITS / 64] Bloom filter of the merge pairs: most
+                              * pairs BPE asks about have no merge, and this small
+                              * bitmap stays in cache where the merge map does not */
     uint32_t *merge_result; /* [n_merges] symbol id that merge rank r makes */
     int byte_sym[256];   /* symbol id of each byte's GPT-2 character */
     trie_node *trie;     /* node 0 = root; tokens split out of text */
@@ -116,6 +119,13 @@ static void map_insert(tokenizer *t, int id) {
     }
 }
 
+#define FILTER_BITS (1u << 20) /* 128 KiB: ~11% false positives for 128k merges */
+
+static inline bool filter_has(const uint64_t *f, uint64_t h) {
+    uint32_t bit = (uint32_t)h & (FILTER_BITS - 1); /* low bits; the map uses high bits */
+    return f[bit >> 6] >> (bit & 63) & 1;
+}
+
 /* First slot for key: the hash scaled to [0, n_slots) ("fastrange"). */
 static inline uint64_t merge_slot0(const tokenizer *t, uint64_t key) {
     return (uint64_t)(((unsigned __int128)hash_pair(key) * t->n_slots) >> 64);
@@ -123,8 +133,9 @@ static inline uint64_t merge_slot0(const tokenizer *t, uint64_t key) {
 
 /* Rank of the merge (left, right), or -1. */
 static inline int64_t merge_rank(const tokenizer *t, int left, int right) {
-    uint64_t key = pair_key(left, right);
-    for (uint64_t i = merge_slot0(t, key);; i = i + 1 == t->n_slots ? 0 : i + 1) {
+    uint64_t key = pair_key(left, right), h = hash_pair(key);
+    if (!filter_has(t->pair_filter, h)) return -1;
+    for (uint64_t i = (uint64_t)(((unsigned __int128)h * t->n_slots) >> 64);; i = i + 1 == t->n_slots ? 0 : i + 1) {
         uint64_t v = t->merges[i];
         if ((v & ~(uint64_t)(MAX_MERGES - 1)) == key) return (int64_t)(v & (MAX_MERGES - 1));
         if (!v) return -1;
@@ -407,7 +418,8 @@ static bool load(tokenizer *t, const gguf_file *f, char *err, size_t errlen) {
     t->n_slots = n_merge * 10 / 7 + 2;
     t->merges = calloc(t->n_slots, sizeof *t->merges);
     t->byte_pair_rank = malloc(256 * 256 * sizeof *t->byte_pair_rank);
-    if (!t->merges || !t->byte_pair_rank) goto oom;
+    t->pair_filter = calloc(FILTER_BITS / 64, sizeof *t->pair_filter);
+    if (!t->merges || !t->byte_pair_rank || !t->pair_filter) goto oom;
     for (uint64_t r = 0; r < n_merge; r++) {
         uint64_t n;
         const char *s = gguf_get_arr_str(f, "tokenizer.ggml.merges", r, &n);
@@ -415,7 +427,8 @@ static bool load(tokenizer *t, const gguf_file *f, char *err, size_t errlen) {
         int l = map_find(t, s, (size_t)(sp - s));
         int rt = map_find(t, sp + 1, n - (size_t)(sp - s) - 1);
         if (l < 0 || rt < 0) continue; /* a symbol nothing makes: can never apply */
-        uint64_t key = pair_key(l, rt);
+        uint64_t key = pair_key(l, rt), h = hash_pair(key) & (FILTER_BITS - 1);
+        t->pair_filter[h >> 6] |= 1ull << (h & 63);
         for (uint64_t i = merge_slot0(t, key);; i = i + 1 == t->n_slots ? 0 : i + 1) {
             uint64_t *m = &t->merges[i];
             if ((*m & ~(uint64_t)(MAX_MERGES - 1)) == key) break; /* duplicate: lowest rank wins */
@@ -477,6 +490,7 @@ void tokenizer_free(tokenizer *t) {
     free(t->merges);
     free(t->merge_result);
     free(t->byte_pair_rank);
+    free(t->pair_filter);
     free(t->trie);
     free(t->special_rank);
     free(t->chat_template);
