@@ -175,7 +175,9 @@ static bool render_v3_r1(int family, const chat_messages *m, bool add_gen, const
         if (is_role(msg, "tool")) {
             if (!(c = need_content(m, i, err, errlen))) return false;
             is_tool = true;
+            /* V3 puts a newline before each later output, R1 does not. */
             put(b, is_output_first ? "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>"
+                   : r1            ? "<｜tool▁output▁begin｜>"
                                    : "\n<｜tool▁output▁begin｜>");
             put(b, c);
             put(b, "<｜tool▁output▁end｜>");

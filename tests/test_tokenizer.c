@@ -146,27 +146,45 @@ static unsigned char *want_bytes(const cJSON *j, const char *suffix, size_t *n) 
     return unhex(cJSON_GetObjectItem(j, k2)->valuestring, n);
 }
 
-/* Streams ids through a detok one at a time; checks that no chunk ends in
- * the middle of a character that could still be completed, and returns
- * the concatenated output. */
+/* Length of the valid UTF-8 character at s[0..n), or 0 if none starts
+ * there (a bad byte). */
+static size_t char_len(const unsigned char *s, size_t n) {
+    size_t len = s[0] < 0x80 ? 1 : s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC0 ? 2 : 0;
+    return len && len <= n && utf8_valid_prefix(s, len) == len ? len : 0;
+}
+
+/* Streams ids through a detok one at a time and returns the concatenated
+ * output; checks that no chunk boundary falls inside a valid character of
+ * that output (bytes that never form a character may be passed on as they
+ * come). */
 static char *stream(const tokenizer *t, const int *ids, size_t n, bool special, size_t *len) {
     detok *d = detok_new(t, special);
-    size_t cap = 64, m = 0;
+    size_t cap = 64, m = 0, nb = 0;
     char *all = malloc(cap);
+    size_t *cut = malloc((n + 1) * sizeof *cut); /* output length after each push */
     for (size_t i = 0; i <= n; i++) {
         size_t k;
         const char *chunk = i < n ? detok_push(d, ids[i], &k) : detok_flush(d, &k);
         CHECK(chunk != NULL, "detok returned NULL for id %d", i < n ? ids[i] : -1);
         if (!chunk) break;
-        if (i < n)
-            CHECK(utf8_incomplete_tail((const unsigned char *)chunk, k) == 0,
-                  "chunk after id %d ends inside a character", ids[i]);
         while (m + k + 1 > cap) all = realloc(all, cap *= 2);
         memcpy(all + m, chunk, k);
         m += k;
+        cut[nb++] = m;
     }
     detok_free(d);
     all[m] = 0;
+    /* Mark the inside of every valid character, then look at the cuts. */
+    unsigned char *inside = calloc(m + 1, 1);
+    for (size_t i = 0; i < m;) {
+        size_t l = char_len((const unsigned char *)all + i, m - i);
+        for (size_t j = 1; j < l; j++) inside[i + j] = 1;
+        i += l ? l : 1;
+    }
+    for (size_t b = 0; b < nb; b++)
+        CHECK(!inside[cut[b]], "a chunk ends inside a character (after id %d)", b < n ? ids[b] : -1);
+    free(inside);
+    free(cut);
     *len = m;
     return all;
 }
@@ -240,6 +258,113 @@ static void check_chat(const cJSON *j, void *ctx) {
     chat_messages_free(m);
     free(want_ids);
     free(msgs_json);
+}
+
+/* ---- the other template families (no fixture: expectations written
+ * out by hand from the DeepSeek-R1 and DeepSeek-V2 Jinja templates) ---- */
+
+static char *render_json(int family, const char *json, bool gen) {
+    char err[256] = "";
+    chat_messages *m = chat_parse_messages(json, strlen(json), err, sizeof err);
+    CHECK(m != NULL, "parse %s: %s", json, err);
+    char *out = m ? chat_render(family, m, gen, "<B>", "<E>", err, sizeof err) : NULL;
+    CHECK(out != NULL, "render: %s", err);
+    chat_messages_free(m);
+    return out;
+}
+
+static void expect_render(int family, const char *json, bool gen, const char *want) {
+    char *got = render_json(family, json, gen);
+    CHECK(got && !strcmp(got, want), "%s render:\n  want %s\n  got  %s", chat_family_name(family), want,
+          got ? got : "(null)");
+    free(got);
+}
+
+static void check_chat_families(const tokenizer *t) {
+    char err[256];
+    /* Detection: the fixture's V3 template, R1 markers (original and with
+     * the "<think>\n" generation prompt), V2, and anything else. */
+    CHECK(chat_detect(tokenizer_chat_template(t), err, sizeof err) == CHAT_DEEPSEEK_V3, "V3 detected");
+    const char *r1_tail = "{% set ns = namespace(system_prompt='') %}{{ bos_token }}{{ ns.system_prompt }}{{'<｜User｜>'}}{{'<｜Assistant｜>'}}"
+                          "{{'<｜end▁of▁sentence｜>'}}{% set content = content.split('</think>')[-1] %}";
+    char r1[512], r1think[600];
+    snprintf(r1, sizeof r1, "%s{{'<｜Assistant｜>'}}", r1_tail);
+    snprintf(r1think, sizeof r1think, "%s{{'<｜Assistant｜><think>\\n'}}", r1_tail);
+    CHECK(chat_detect(r1, err, sizeof err) == CHAT_DEEPSEEK_R1_ORIG, "R1 (original) detected");
+    CHECK(chat_detect(r1think, err, sizeof err) == CHAT_DEEPSEEK_R1, "R1 (think prompt) detected");
+    CHECK(chat_detect("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+                      "{{ 'User: ' + message['content'] + '\\n\\n' }}{% elif message['role'] == 'assistant' %}"
+                      "{{ 'Assistant: ' + message['content'] + eos_token }}{% endif %}{% endfor %}",
+                      err, sizeof err) == CHAT_DEEPSEEK_V2, "V2 detected");
+    err[0] = 0;
+    CHECK(chat_detect("{% for m in messages %}<|im_start|>{{ m['content'] }}{% endfor %}", err, sizeof err) < 0 &&
+          strstr(err, "--chat-template"), "other template refused: %s", err);
+    err[0] = 0;
+    CHECK(chat_detect(NULL, err, sizeof err) < 0 && strstr(err, "--chat-template"), "no template: %s", err);
+
+    /* R1 drops the reasoning of earlier assistant turns (up to the last
+     * </think>) and opens a think block for the reply. */
+    const char *think = "[{\"role\":\"system\",\"content\":\"S\"},{\"role\":\"user\",\"content\":\"Q\"},"
+                        "{\"role\":\"assistant\",\"content\":\"<think>a</think>b</think>c\"},"
+                        "{\"role\":\"user\",\"content\":\"R\"}]";
+    expect_render(CHAT_DEEPSEEK_R1, think, true,
+                  "<B>S<｜User｜>Q<｜Assistant｜>c<｜end▁of▁sentence｜><｜User｜>R<｜Assistant｜><think>\n");
+    expect_render(CHAT_DEEPSEEK_R1_ORIG, think, true,
+                  "<B>S<｜User｜>Q<｜Assistant｜>c<｜end▁of▁sentence｜><｜User｜>R<｜Assistant｜>");
+    expect_render(CHAT_DEEPSEEK_V3, think, true,
+                  "<B>S<｜User｜>Q<｜Assistant｜><think>a</think>b</think>c<｜end▁of▁sentence｜><｜User｜>R<｜Assistant｜>");
+    /* R1 tool calls: content before the calls, calls end after the loop,
+     * later tool outputs without a newline. */
+    const char *tools = "[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\",\"content\":\"x\","
+                        "\"tool_calls\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}},"
+                        "{\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":{\"a\":1}}}]},"
+                        "{\"role\":\"tool\",\"content\":\"1\"},{\"role\":\"tool\",\"content\":\"2\"},"
+                        "{\"role\":\"assistant\",\"content\":\"done\"}]";
+    expect_render(CHAT_DEEPSEEK_R1, tools, true,
+                  "<B><｜User｜>Q<｜Assistant｜>x<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n"
+                  "```json\n{}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>g\n```json\n"
+                  "{\"a\":1}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>"
+                  "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>1<｜tool▁output▁end｜>"
+                  "<｜tool▁output▁begin｜>2<｜tool▁output▁end｜><｜tool▁outputs▁end｜>done<｜end▁of▁sentence｜>"
+                  "<｜Assistant｜><think>\n");
+    /* V2: plain "User: " / "Assistant: " turns. */
+    expect_render(CHAT_DEEPSEEK_V2, think, true,
+                  "<B>S\n\nUser: Q\n\nAssistant: <think>a</think>b</think>c<E>User: R\n\nAssistant:");
+    /* Errors the template would raise too. */
+    chat_messages *m = chat_parse_messages("[{\"role\":\"user\"}]", 19, err, sizeof err);
+    char *out = m ? chat_render(CHAT_DEEPSEEK_V3, m, true, "", "", err, sizeof err) : NULL;
+    CHECK(m && !out && strstr(err, "no content"), "user without content: %s", err);
+    chat_messages_free(m);
+    CHECK(!chat_parse_messages("[{\"role\":\"robot\",\"content\":\"x\"}]", 34, err, sizeof err) &&
+          strstr(err, "unknown role"), "bad role: %s", err);
+    CHECK(!chat_parse_messages("{\"x\":1}", 7, err, sizeof err) && strstr(err, "array"), "not an array: %s", err);
+}
+
+/* ---- streaming: random ids, one at a time == all at once ---- */
+
+static void check_stream_random(const tokenizer *t) {
+    uint64_t s = 12345;
+    int ids[64], same = 0, total = 500;
+    for (int it = 0; it < total; it++) {
+        int n = 1 + it % 40;
+        for (int i = 0; i < n; i++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            /* Mostly the 256 byte tokens and CJK-ish ids, so characters
+             * are often split over several tokens; some specials. */
+            uint32_t r = (uint32_t)(s >> 33);
+            ids[i] = r % 5 == 0 ? (int)(128790 + r % 30) : r % 5 < 3 ? (int)(3 + r % 256) : (int)(r % 128000);
+        }
+        for (int sp = 0; sp < 2; sp++) {
+            size_t nw, ns;
+            char *whole = tokenizer_decode(t, ids, (size_t)n, sp, &nw);
+            char *st = stream(t, ids, (size_t)n, sp, &ns);
+            same += whole && ns == nw && !memcmp(st, whole, nw);
+            free(whole);
+            free(st);
+        }
+    }
+    printf("streaming: %d/%d random id sequences give the whole decode\n", same, 2 * total);
+    CHECK(same == 2 * total, "streamed != whole in %d cases", 2 * total - same);
 }
 
 /* ---- tiny models: prompts of models/manifest.tsv ---- */
@@ -384,6 +509,8 @@ int main(void) {
     printf("chat.jsonl: %d/%d exact (rendered and ids)\n", ch.exact, ch.lines);
     CHECK(ch.lines == 9, "chat.jsonl has %d lines", ch.lines);
 
+    check_chat_families(t);
+    check_stream_random(t);
     check_tiny_models();
     check_bad_vocabs();
     tokenizer_free(t);
