@@ -77,24 +77,30 @@ typedef struct int_desc {
     int soff, qoff, ablk, wblk;
 } int_desc;
 
+/* Broadcast of the 4 activation bytes (or int16 pair) at p; p is 4-byte
+ * aligned (activation blocks are), so the load folds into the multiply as
+ * an embedded broadcast. */
 INLINE __m256i bc32(const uint8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
+    return _mm256_set1_epi32(*(const int32_t *)(const void *)p);
 }
 
 INLINE void int_tile(const int_desc *D, const wblk8 *w, const uint8_t *const *a, __m256 *const *acc,
                      const int TT) {
     __m256i isum[4], msum[4];
+    #pragma GCC unroll 16
     for (int t = 0; t < TT; t++) isum[t] = msum[t] = _mm256_setzero_si256();
     const int qps = D->nq / D->nsub;
     const __m256i ones = _mm256_set1_epi16(1);
+    #pragma GCC unroll 16
     for (int s = 0; s < D->nsub; s++) {
         const __m256i scale = D->nsub == 1 ? ones : w->sc[s];
+        #pragma GCC unroll 16
         for (int k0 = 0; k0 < qps; k0 += D->depth) {
             __m256i p16[4];
+            #pragma GCC unroll 16
             for (int kk = 0; kk < D->depth; kk++) {
                 const int k = s * qps + k0 + kk;
+                #pragma GCC unroll 16
                 for (int t = 0; t < TT; t++) {
                     __m256i av = bc32(a[t] + D->qoff + 4 * k);
                     if (D->sign) av = _mm256_sign_epi8(av, w->qs[k]);
@@ -102,12 +108,16 @@ INLINE void int_tile(const int_desc *D, const wblk8 *w, const uint8_t *const *a,
                     p16[t] = kk ? _mm256_add_epi16(p16[t], p) : p;
                 }
             }
+            #pragma GCC unroll 16
             for (int t = 0; t < TT; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p16[t], scale));
         }
     }
+    #pragma GCC unroll 16
     for (int p = 0; p < D->npair; p++)
+        #pragma GCC unroll 16
         for (int t = 0; t < TT; t++)
             msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(w->mn[p], bc32(a[t] + D->soff + 4 * p)));
+    #pragma GCC unroll 16
     for (int t = 0; t < TT; t++) {
         float da;
         memcpy(&da, a[t], 4);

@@ -83,22 +83,22 @@ typedef struct wblk {
  * or a separate "min" term with its own scale dmin. */
 enum { MODE_OFFSET = 0, MODE_MIN = 1 };
 
-/* Activation layout of one block for the engine: float d at byte 0, NPAIR
+/* Activation layout of one block for the engine: float d at DOFF, NPAIR
  * int16 pairs of sub-block sums at SOFF, the int8 quants at QOFF. */
 typedef struct int_desc {
     int nq;      /* quads (4 quants) per block: 8 or 64 */
     int nsub;    /* sub-blocks with their own scale: 1, 8 or 16 */
     int npair;   /* msum pairs */
     int mode;    /* MODE_OFFSET or MODE_MIN */
-    int soff, qoff, ablk; /* activation block: sums offset, quants offset, bytes */
+    int doff, soff, qoff, ablk; /* activation block: offsets of d, sums, quants; bytes */
     int wblk;    /* bytes of one weight block */
 } int_desc;
 
-/* Broadcast of the 4 activation bytes (or int16 pair) at p. */
+/* Broadcast of the 4 activation bytes (or int16 pair) at p; p is 4-byte
+ * aligned (activation blocks are), so the load folds into the multiply as
+ * an embedded broadcast. */
 INLINE __m512i bc32(const uint8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
+    return _mm512_set1_epi32(*(const int32_t *)(const void *)p);
 }
 
 /* One token tile of TT tokens against one prepared block; a[t] points at
@@ -106,42 +106,55 @@ INLINE __m512i bc32(const uint8_t *p) {
 INLINE void int_tile(const int_desc *D, const wblk *w, const uint8_t *const *a, __m512 *const *acc,
                      const int TT) {
     __m512i isum[8], msum[8];
+    #pragma GCC unroll 16
     for (int t = 0; t < TT; t++) isum[t] = msum[t] = _mm512_setzero_si512();
     if (D->nsub == 1) {
         /* two chains per token when alone, so dpbusd latency is hidden;
          * integer sums are exact, so the split changes nothing */
         __m512i alt[8];
+        #pragma GCC unroll 16
         for (int t = 0; t < TT; t++) alt[t] = _mm512_setzero_si512();
+        #pragma GCC unroll 16
         for (int k = 0; k < D->nq; k += 2) {
+            #pragma GCC unroll 16
             for (int t = 0; t < TT; t++) {
                 isum[t] = _mm512_dpbusd_epi32(isum[t], w->q[k], bc32(a[t] + D->qoff + 4 * k));
                 alt[t] = _mm512_dpbusd_epi32(alt[t], w->q[k + 1], bc32(a[t] + D->qoff + 4 * k + 4));
             }
         }
+        #pragma GCC unroll 16
         for (int t = 0; t < TT; t++) isum[t] = _mm512_add_epi32(isum[t], alt[t]);
     } else {
         const int qps = D->nq / D->nsub;
+        #pragma GCC unroll 16
         for (int s = 0; s < D->nsub; s++) {
             __m512i dot[8], alt[8];
+            #pragma GCC unroll 16
             for (int t = 0; t < TT; t++) dot[t] = alt[t] = _mm512_setzero_si512();
+            #pragma GCC unroll 16
             for (int kk = 0; kk < qps; kk += 2) {
                 const int k = s * qps + kk;
+                #pragma GCC unroll 16
                 for (int t = 0; t < TT; t++) {
                     dot[t] = _mm512_dpbusd_epi32(dot[t], w->q[k], bc32(a[t] + D->qoff + 4 * k));
                     alt[t] = _mm512_dpbusd_epi32(alt[t], w->q[k + 1], bc32(a[t] + D->qoff + 4 * k + 4));
                 }
             }
+            #pragma GCC unroll 16
             for (int t = 0; t < TT; t++)
                 isum[t] = _mm512_add_epi32(isum[t],
                                            _mm512_mullo_epi32(_mm512_add_epi32(dot[t], alt[t]), w->sc[s]));
         }
     }
+    #pragma GCC unroll 16
     for (int p = 0; p < D->npair; p++)
+        #pragma GCC unroll 16
         for (int t = 0; t < TT; t++)
             msum[t] = _mm512_dpwssd_epi32(msum[t], w->mn[p], bc32(a[t] + D->soff + 4 * p));
+    #pragma GCC unroll 16
     for (int t = 0; t < TT; t++) {
         float da;
-        memcpy(&da, a[t], 4);
+        memcpy(&da, a[t] + D->doff, 4);
         const __m512 vda = _mm512_set1_ps(da);
         if (D->mode == MODE_OFFSET) {
             __m512i v = _mm512_sub_epi32(isum[t], msum[t]);
@@ -257,25 +270,38 @@ static void prep_q5_0(const uint8_t *const rp[16], __m512i gidx, size_t off, wbl
     w->mn[0] = SET(16);
 }
 
+/* Q4_K/Q5_K: activations are stored in "kernel order": in each half of
+ * 128 values, values 0..31, 64..95, 32..63, 96..127, so that the low
+ * nibbles of 64 consecutive qs bytes meet 64 consecutive activation bytes
+ * (see akq_prep).  Interleaved slot g (8 quads) holds sub-block k4_sb[g]. */
+static const int k4_sb[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+
 /* Scales and mins of Q4_K/Q5_K from the 12 packed bytes (words S0..S2):
  * sub-block s < 4: 6 low bits of bytes s and s+4; s >= 4: a nibble of
- * byte s+4 plus the top 2 bits of bytes s-4 / s. */
+ * byte s+4 plus the top 2 bits of bytes s-4 / s.  sc in slot order, mins
+ * as natural-order int16 pairs (they meet the 32-value activation sums). */
 INLINE void k4_scales(__m512i S0, __m512i S1, __m512i S2, wblk *w) {
     const __m512i m6 = SET(63), m4 = SET(15), m2 = SET(3);
+    __m512i sc[8], mn[8];
     for (int s = 0; s < 4; s++) {
-        __m512i sc = _mm512_and_si512(_mm512_srli_epi32(S0, 8 * s), m6);
-        __m512i mn = _mm512_and_si512(_mm512_srli_epi32(S1, 8 * s), m6);
-        w->sc[s] = sc;
-        w->mn[s] = _mm512_or_si512(mn, _mm512_slli_epi32(mn, 16));
+        sc[s] = _mm512_and_si512(_mm512_srli_epi32(S0, 8 * s), m6);
+        mn[s] = _mm512_and_si512(_mm512_srli_epi32(S1, 8 * s), m6);
     }
     for (int i = 0; i < 4; i++) {
-        __m512i sc = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(S2, 8 * i), m4),
-                                     _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(S0, 8 * i + 6), m2), 4));
-        __m512i mn = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(S2, 8 * i + 4), m4),
-                                     _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(S1, 8 * i + 6), m2), 4));
-        w->sc[4 + i] = sc;
-        w->mn[4 + i] = _mm512_or_si512(mn, _mm512_slli_epi32(mn, 16));
+        sc[4 + i] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(S2, 8 * i), m4),
+                                    _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(S0, 8 * i + 6), m2), 4));
+        mn[4 + i] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(S2, 8 * i + 4), m4),
+                                    _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(S1, 8 * i + 6), m2), 4));
     }
+    for (int g = 0; g < 8; g++) w->sc[g] = sc[k4_sb[g]];
+    for (int p = 0; p < 4; p++) w->mn[p] = _mm512_or_si512(mn[2 * p], _mm512_slli_epi32(mn[2 * p + 1], 16));
+}
+
+/* Kernel-order slot of the quad in the low (nib 0) or high nibble of qs
+ * word q (value 64j + 4mm, +32 for the high nibble; j = q/8, mm = q%8). */
+INLINE int k4_slot(int q, int nib) {
+    const int j = q / 8, mm = q % 8;
+    return 32 * (j / 2) + 16 * nib + 8 * (j % 2) + mm;
 }
 
 /* Q4_K: d, dmin, scales[12], qs[128]: value 64j + l (l < 32) in the low
@@ -290,9 +316,9 @@ static void prep_q4_K(const uint8_t *const rp[16], __m512i gidx, size_t off, wbl
     for (int c = 0; c < 8; c++) {
         load_t16(rp, off + 16 + 16 * c, t);
         for (int m = 0; m < 4; m++) {
-            const int q = 4 * c + m, jj = q / 8, mm = q % 8;
-            w->q[16 * jj + mm] = _mm512_and_si512(t[m], M0F);
-            w->q[16 * jj + 8 + mm] = _mm512_and_si512(_mm512_srli_epi32(t[m], 4), M0F);
+            const int q = 4 * c + m;
+            w->q[k4_slot(q, 0)] = _mm512_and_si512(t[m], M0F);
+            w->q[k4_slot(q, 1)] = _mm512_and_si512(_mm512_srli_epi32(t[m], 4), M0F);
         }
     }
 }
@@ -319,9 +345,9 @@ static void prep_q5_K(const uint8_t *const rp[16], __m512i gidx, size_t off, wbl
         load_t16(rp, off + 48 + 16 * c, t);
         for (int m = 0; m < 4; m++) {
             const int q = 4 * c + m, jj = q / 8, mm = q % 8;
-            w->q[16 * jj + mm] = _mm512_or_si512(_mm512_and_si512(t[m], M0F), bit_to_16(h[mm], 2 * jj));
-            w->q[16 * jj + 8 + mm] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(t[m], 4), M0F),
-                                                     bit_to_16(h[mm], 2 * jj + 1));
+            w->q[k4_slot(q, 0)] = _mm512_or_si512(_mm512_and_si512(t[m], M0F), bit_to_16(h[mm], 2 * jj));
+            w->q[k4_slot(q, 1)] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(t[m], 4), M0F),
+                                                  bit_to_16(h[mm], 2 * jj + 1));
         }
     }
 }
@@ -453,28 +479,366 @@ static void a80_prep(const void *xq, int cols, void *dst) {
         memcpy(o + 8, x[b].qs, 32);
     }
 }
-/* Q8_K is used as stored: d at 0, qs at 4, bsums (16 int16) at 260. */
-static size_t a8k_bytes(int cols) { return (size_t)(cols / 256) * sizeof(block_q8_K); }
+/* K-quant activations: a Q8_K block re-laid for the kernels. */
+typedef struct akq {
+    int8_t q[256];   /* quants; Q4_K/Q5_K: kernel order (see k4_sb), else natural */
+    int16_t s16[16]; /* sums of each 16 values, natural order (the bsums) */
+    int16_t s32[8];  /* sums of each 32 values, natural order */
+    float d;         /* the block scale */
+    uint8_t pad[12]; /* 320 bytes: every block starts a cache line */
+} akq;
+_Static_assert(sizeof(akq) == 320, "akq must be 5 cache lines");
 
-static const int_desc D_Q4_0 = {8, 1, 1, MODE_OFFSET, 4, 8, A80_BLK, 18};
-static const int_desc D_Q5_0 = {8, 1, 1, MODE_OFFSET, 4, 8, A80_BLK, 22};
-static const int_desc D_Q8_0 = {8, 1, 1, MODE_OFFSET, 4, 8, A80_BLK, 34};
-static const int_desc D_Q2_K = {64, 16, 8, MODE_MIN, 260, 4, 292, 84};
-static const int_desc D_Q3_K = {64, 16, 8, MODE_OFFSET, 260, 4, 292, 110};
-static const int_desc D_Q4_K = {64, 8, 8, MODE_MIN, 260, 4, 292, 144};
-static const int_desc D_Q5_K = {64, 8, 8, MODE_MIN, 260, 4, 292, 176};
-static const int_desc D_Q6_K = {64, 16, 8, MODE_OFFSET, 260, 4, 292, 210};
+static size_t akq_bytes(int cols) { return (size_t)(cols / 256) * sizeof(akq); }
+
+INLINE void akq_fill(const block_q8_K *x, akq *o, int k4_order) {
+    for (int h = 0; h < 2 && k4_order; h++) { /* 0..31, 64..95, 32..63, 96..127 */
+        const int8_t *src = x->qs + 128 * h;
+        memcpy(o->q + 128 * h, src, 32);
+        memcpy(o->q + 128 * h + 32, src + 64, 32);
+        memcpy(o->q + 128 * h + 64, src + 32, 32);
+        memcpy(o->q + 128 * h + 96, src + 96, 32);
+    }
+    if (!k4_order) memcpy(o->q, x->qs, 256);
+    memcpy(o->s16, x->bsums, sizeof o->s16);
+    for (int s = 0; s < 8; s++) o->s32[s] = (int16_t)(x->bsums[2 * s] + x->bsums[2 * s + 1]);
+    o->d = x->d;
+    memset(o->pad, 0, sizeof o->pad);
+}
+static void akq_prep_k4(const void *xq, int cols, void *dst) {
+    for (int b = 0; b < cols / 256; b++) akq_fill((const block_q8_K *)xq + b, (akq *)dst + b, 1);
+}
+static void akq_prep_nat(const void *xq, int cols, void *dst) {
+    for (int b = 0; b < cols / 256; b++) akq_fill((const block_q8_K *)xq + b, (akq *)dst + b, 0);
+}
+
+/*                            nq nsub npair mode       doff soff qoff ablk wblk */
+static const int_desc D_Q4_0 = {8, 1, 1, MODE_OFFSET, 0, 4, 8, A80_BLK, 18};
+static const int_desc D_Q5_0 = {8, 1, 1, MODE_OFFSET, 0, 4, 8, A80_BLK, 22};
+static const int_desc D_Q8_0 = {8, 1, 1, MODE_OFFSET, 0, 4, 8, A80_BLK, 34};
+static const int_desc D_Q2_K = {64, 16, 8, MODE_MIN, 304, 256, 0, 320, 84};
+static const int_desc D_Q3_K = {64, 16, 8, MODE_OFFSET, 304, 256, 0, 320, 110};
+static const int_desc D_Q4_K = {64, 8, 4, MODE_MIN, 304, 288, 0, 320, 144};
+static const int_desc D_Q5_K = {64, 8, 4, MODE_MIN, 304, 288, 0, 320, 176};
+static const int_desc D_Q6_K = {64, 16, 8, MODE_OFFSET, 304, 256, 0, 320, 210};
+
+/* ------------------------------------------------------------------ */
+/* Direct kernels for small batches (decode): each row in its own layout,
+ * no transposition.  The 4 vpdpbusd of a 256-value block give per-lane
+ * sums (4 products each) of one sub-block; lanes are multiplied by their
+ * sub-block's scale, then the block's exact isum and msum are reduced to
+ * scalars and applied with the same float operations, in the same order,
+ * as int_tile: the results are bitwise those of the batched kernel. */
+
+#define DIRECT_MAX 2 /* tokens up to which the direct kernels are used */
+
+/* Block of one row, unpacked once and used for each token. */
+typedef struct kblk {
+    __m512i W[4];  /* u8 quants, 64 per vector, in the activation's order */
+    __m512i S[4];  /* scale of each lane's sub-block, int16 pair (scale, 0) */
+    __m256i mn;    /* 16 int16 to madd with the activation sums (s32 or s16) */
+    __m128 dd;     /* lane 0: d, lane 1: dmin (MODE_MIN) */
+} kblk;
+
+/* Sums of the 4 lanes of i4 and of m4 (exact): lane 0 isum, lane 2 msum. */
+INLINE __m128i reduce2(__m128i i4, __m128i m4) {
+    __m128i t = _mm_add_epi32(_mm_unpacklo_epi64(i4, m4), _mm_unpackhi_epi64(i4, m4));
+    return _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+}
+
+/* The float update of int_tile for one (row, token) and block, on lane 0:
+ * acc = fma(d*da, isum, acc) [then acc = -(dmin*da)*msum + acc]. t holds
+ * isum in lane 0 and msum in lane 2; dd holds d, dmin. vcvtdq2ps rounds
+ * as the vector conversion of int_tile does. */
+INLINE __m128 block_update(__m128i t, __m128 dd, float da, int mode, __m128 acc) {
+    const __m128 s = _mm_mul_ps(dd, _mm_set1_ps(da)); /* d*da, dmin*da */
+    if (mode == MODE_OFFSET)
+        return _mm_fmadd_ss(s, _mm_cvtepi32_ps(_mm_sub_epi32(t, _mm_srli_si128(t, 8))), acc);
+    const __m128 f = _mm_cvtepi32_ps(t);
+    acc = _mm_fmadd_ss(s, f, acc);
+    return _mm_fnmadd_ss(_mm_movehdup_ps(s), _mm_movehl_ps(f, f), acc);
+}
+
+/* One token against an unpacked block: acc updated as int_tile does. */
+INLINE __m128 kblk_dot(const kblk *k, const akq *a, int mode, int s16sums, __m128 acc) {
+    __m512i I = _mm512_setzero_si512();
+    #pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) {
+        /* a lane is 4 products, |p| <= 4 * 63 * 127 < 2^15: as an int16
+         * pair (p, sign) against (scale, 0), vpdpwssd adds p * scale */
+        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k->W[v], _mm512_loadu_si512(a->q + 64 * v));
+        I = _mm512_dpwssd_epi32(I, p, k->S[v]);
+    }
+    /* s32 sums: 8 int16 (the upper half of mn is zero for them) */
+    __m256i sums = s16sums ? _mm256_loadu_si256((const __m256i *)a->s16)
+                           : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)a->s32));
+    const __m256i M = _mm256_madd_epi16(k->mn, sums);
+    const __m256i a8 = _mm256_add_epi32(_mm512_castsi512_si256(I), _mm512_extracti64x4_epi64(I, 1));
+    const __m128i t = reduce2(_mm_add_epi32(_mm256_castsi256_si128(a8), _mm256_extracti128_si256(a8, 1)),
+                              _mm_add_epi32(_mm256_castsi256_si128(M), _mm256_extracti128_si256(M, 1)));
+    return block_update(t, k->dd, a->d, mode, acc);
+}
+
+/* Lane -> sub-block maps: Q4_K/Q5_K vector v covers two sub-blocks of 32
+ * (k4 order), the others four of 16. */
+static const int32_t k_idx32[4][16] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2}, {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6}, {5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7}};
+static const int32_t k_idx16[4][16] = {
+    {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3}, {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+    {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
+    {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
+
+/* S[i]: the scale of each lane's sub-block as an int16 pair (scale, 0). */
+INLINE void scales_to_lanes(kblk *k, __m512i v, const int32_t idx[4][16]) {
+    v = _mm512_and_si512(v, _mm512_set1_epi32(0xFFFF));
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) k->S[i] = _mm512_permutexvar_epi32(_mm512_loadu_si512(idx[i]), v);
+}
+
+/* Per-16-bit-word variable shift counts: c0 in the low 256 bits, c1 in
+ * the high (the two halves of a vector come from different bit planes). */
+INLINE __m512i cnt2(int c0, int c1) {
+    return _mm512_inserti64x4(_mm512_set1_epi16((short)c0), _mm256_set1_epi16((short)c1), 1);
+}
+INLINE __m512i bcast256(const uint8_t *p) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
+}
+#define B8(x) _mm512_set1_epi8((char)(x))
+
+/* The two fp16 at p (any alignment) in lanes 0 and 1. */
+INLINE __m128 halves2(const uint8_t *p) {
+    int32_t h;
+    memcpy(&h, p, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(h));
+}
+
+/* The fp16 at p (any alignment) as a float; exact, like vcvtph2ps. */
+INLINE float half2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
+INLINE void unpack_q4_K(const uint8_t *x, kblk *k, int q5) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, x + 4, 4);
+    memcpy(&u1, x + 8, 4);
+    memcpy(&u2, x + 12, 4);
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    /* built in registers: storing the words and reloading them as one
+     * vector would stall store forwarding */
+    __m128i b = _mm_cvtsi32_si128((int)(u0 & k1));                                         /* scales 0..3 */
+    b = _mm_insert_epi32(b, (int)((u2 & k2) | (((u0 >> 6) & k3) << 4)), 1);                /* scales 4..7 */
+    b = _mm_insert_epi32(b, (int)(u1 & k1), 2);                                            /* mins 0..3 */
+    b = _mm_insert_epi32(b, (int)(((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4)), 3);        /* mins 4..7 */
+    scales_to_lanes(k, _mm512_cvtepu8_epi32(b), k_idx32);
+    k->mn = _mm256_cvtepu8_epi16(_mm_srli_si128(b, 8));
+    k->dd = halves2(x);
+    const uint8_t *qs = x + (q5 ? 48 : 16);
+    const __m512i q0 = _mm512_loadu_si512(qs), q1 = _mm512_loadu_si512(qs + 64), m = B8(0x0F);
+    k->W[0] = _mm512_and_si512(q0, m);
+    k->W[1] = _mm512_and_si512(_mm512_srli_epi16(q0, 4), m);
+    k->W[2] = _mm512_and_si512(q1, m);
+    k->W[3] = _mm512_and_si512(_mm512_srli_epi16(q1, 4), m);
+    if (q5) { /* 5th bits: qh bit b of byte l, b = 2j (+1 for the high nibble) */
+        const __m512i h = bcast256(x + 16), m10 = B8(0x10);
+        k->W[0] = _mm512_or_si512(k->W[0], _mm512_and_si512(_mm512_sllv_epi16(h, cnt2(4, 2)), m10));
+        k->W[1] = _mm512_or_si512(k->W[1], _mm512_and_si512(_mm512_sllv_epi16(h, cnt2(3, 1)), m10));
+        k->W[2] = _mm512_or_si512(k->W[2], _mm512_and_si512(_mm512_srlv_epi16(h, cnt2(0, 2)), m10));
+        k->W[3] = _mm512_or_si512(k->W[3], _mm512_and_si512(_mm512_srlv_epi16(h, cnt2(1, 3)), m10));
+    }
+}
+
+INLINE void unpack_q6_K(const uint8_t *x, kblk *k) {
+    const __m512i m = B8(0x0F), m30 = B8(0x30);
+    #pragma GCC unroll 4
+    for (int n = 0; n < 2; n++) {
+        const __m512i l = _mm512_loadu_si512(x + 64 * n), h = bcast256(x + 128 + 32 * n);
+        k->W[2 * n] = _mm512_or_si512(_mm512_and_si512(l, m), _mm512_and_si512(_mm512_sllv_epi16(h, cnt2(4, 2)), m30));
+        k->W[2 * n + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m),
+                                          _mm512_and_si512(_mm512_srlv_epi16(h, cnt2(0, 2)), m30));
+    }
+    const __m128i sc = _mm_loadu_si128((const __m128i *)(x + 192));
+    scales_to_lanes(k, _mm512_cvtepi8_epi32(sc), k_idx16);
+    k->mn = _mm256_slli_epi16(_mm256_cvtepi8_epi16(sc), 5); /* 32 * scale */
+    k->dd = _mm_set_ss(half2f(x + 208));
+}
+
+INLINE void unpack_q3_K(const uint8_t *x, kblk *k) {
+    const __m512i m3 = B8(0x03), m4 = B8(0x04), hm = bcast256(x);
+    #pragma GCC unroll 4
+    for (int n = 0; n < 2; n++) {
+        const __m512i q = bcast256(x + 32 + 32 * n);
+        __m512i lo0 = _mm512_and_si512(_mm512_srlv_epi16(q, cnt2(0, 2)), m3);
+        __m512i lo1 = _mm512_and_si512(_mm512_srlv_epi16(q, cnt2(4, 6)), m3);
+        /* high bit 4n + j of hmask[l] -> value 4 */
+        __m512i h0 = n ? _mm512_srlv_epi16(hm, cnt2(2, 3)) : _mm512_sllv_epi16(hm, cnt2(2, 1));
+        __m512i h1 = n ? _mm512_srlv_epi16(hm, cnt2(4, 5)) : _mm512_srlv_epi16(hm, cnt2(0, 1));
+        k->W[2 * n] = _mm512_or_si512(lo0, _mm512_and_si512(h0, m4));
+        k->W[2 * n + 1] = _mm512_or_si512(lo1, _mm512_and_si512(h1, m4));
+    }
+    uint32_t a0, a1, t;
+    memcpy(&a0, x + 96, 4);
+    memcpy(&a1, x + 100, 4);
+    memcpy(&t, x + 104, 4);
+    const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f;
+    __m128i sc = _mm_cvtsi32_si128((int)((a0 & k2) | ((t & k1) << 4)));
+    sc = _mm_insert_epi32(sc, (int)((a1 & k2) | (((t >> 2) & k1) << 4)), 1);
+    sc = _mm_insert_epi32(sc, (int)(((a0 >> 4) & k2) | (((t >> 4) & k1) << 4)), 2);
+    sc = _mm_insert_epi32(sc, (int)(((a1 >> 4) & k2) | (((t >> 6) & k1) << 4)), 3);
+    sc = _mm_sub_epi8(sc, _mm_set1_epi8(32));
+    scales_to_lanes(k, _mm512_cvtepi8_epi32(sc), k_idx16);
+    k->mn = _mm256_slli_epi16(_mm256_cvtepi8_epi16(sc), 2); /* 4 * scale */
+    k->dd = _mm_set_ss(half2f(x + 108));
+}
+
+INLINE void unpack_q2_K(const uint8_t *x, kblk *k) {
+    const __m512i m3 = B8(0x03);
+    #pragma GCC unroll 4
+    for (int n = 0; n < 2; n++) {
+        const __m512i q = bcast256(x + 16 + 32 * n);
+        k->W[2 * n] = _mm512_and_si512(_mm512_srlv_epi16(q, cnt2(0, 2)), m3);
+        k->W[2 * n + 1] = _mm512_and_si512(_mm512_srlv_epi16(q, cnt2(4, 6)), m3);
+    }
+    const __m128i s = _mm_loadu_si128((const __m128i *)x);
+    scales_to_lanes(k, _mm512_cvtepu8_epi32(_mm_and_si128(s, _mm_set1_epi8(0x0F))), k_idx16);
+    k->mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), _mm_set1_epi8(0x0F)));
+    k->dd = halves2(x + 80);
+}
+
+enum { KQ2, KQ3, KQ4, KQ5, KQ6 };
+
+/* Q4_K/Q5_K in 256-bit vectors: one vector per sub-block of 32, whose
+ * scale is a broadcast (scale, 0) pair for vpdpwssd; no cross-lane work,
+ * which on cores that split 512-bit operations is what limits the zmm
+ * form above. */
+typedef struct kblk4 {
+    __m256i W[8];    /* u8 quants of sub-block s, natural order */
+    int32_t sc[8];   /* (scale, 0) int16 pair of sub-block s */
+    __m128i mn;      /* 8 mins, int16 */
+    __m128 dd;       /* d, dmin */
+} kblk4;
+
+/* Offset of natural sub-block s in the k4-ordered activation quants. */
+static const int k4_pos[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+
+INLINE void unpack4(const uint8_t *x, kblk4 *k, int q5) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, x + 4, 4);
+    memcpy(&u1, x + 8, 4);
+    memcpy(&u2, x + 12, 4);
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    __m128i b = _mm_cvtsi32_si128((int)(u0 & k1));
+    b = _mm_insert_epi32(b, (int)((u2 & k2) | (((u0 >> 6) & k3) << 4)), 1);
+    b = _mm_insert_epi32(b, (int)(u1 & k1), 2);
+    b = _mm_insert_epi32(b, (int)(((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4)), 3);
+    _mm256_storeu_si256((__m256i *)k->sc, _mm256_cvtepu8_epi32(b));
+    k->mn = _mm_cvtepu8_epi16(_mm_srli_si128(b, 8));
+    k->dd = halves2(x);
+    const uint8_t *qs = x + (q5 ? 48 : 16);
+    const __m256i m = _mm256_set1_epi8(0x0F);
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+        k->W[2 * j] = _mm256_and_si256(q, m);
+        k->W[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m);
+    }
+    if (q5) { /* bit s of qh[l] is the 5th bit of value 32s + l */
+        const __m256i h = _mm256_loadu_si256((const __m256i *)(x + 16)), m10 = _mm256_set1_epi8(0x10);
+        #pragma GCC unroll 8
+        for (int s2 = 0; s2 < 8; s2++) {
+            __m256i v = s2 <= 4 ? _mm256_slli_epi16(h, 4 - s2) : _mm256_srli_epi16(h, s2 - 4);
+            k->W[s2] = _mm256_or_si256(k->W[s2], _mm256_and_si256(v, m10));
+        }
+    }
+}
+
+INLINE __m128 kblk4_dot(const kblk4 *k, const akq *a, __m128 acc) {
+    __m256i I0 = _mm256_setzero_si256(), I1 = I0;
+    #pragma GCC unroll 8
+    for (int s2 = 0; s2 < 8; s2 += 2) {
+        /* |lane| <= 4 * 31 * 127 < 2^15, see kblk_dot */
+        __m256i p0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k->W[s2],
+                                         _mm256_loadu_si256((const __m256i *)(a->q + 32 * k4_pos[s2])));
+        __m256i p1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k->W[s2 + 1],
+                                         _mm256_loadu_si256((const __m256i *)(a->q + 32 * k4_pos[s2 + 1])));
+        I0 = _mm256_dpwssd_epi32(I0, p0, _mm256_set1_epi32(k->sc[s2]));
+        I1 = _mm256_dpwssd_epi32(I1, p1, _mm256_set1_epi32(k->sc[s2 + 1]));
+    }
+    __m256i I = _mm256_add_epi32(I0, I1);
+    __m128i i4 = _mm_add_epi32(_mm256_castsi256_si128(I), _mm256_extracti128_si256(I, 1));
+    __m128i m4 = _mm_madd_epi16(k->mn, _mm_loadu_si128((const __m128i *)a->s32));
+    return block_update(reduce2(i4, m4), k->dd, a->d, MODE_MIN, acc);
+}
+
+INLINE void unpack_k(int kind, const uint8_t *x, kblk *k) {
+    if (kind == KQ4 || kind == KQ5) unpack_q4_K(x, k, kind == KQ5);
+    else if (kind == KQ6) unpack_q6_K(x, k);
+    else if (kind == KQ3) unpack_q3_K(x, k);
+    else unpack_q2_K(x, k);
+}
+
+/* R rows (1 or 2, independent chains for the out-of-order core) x T
+ * tokens (1 or 2), accumulators in registers. */
+INLINE void direct_rows(const kern_job *j, int r, int kind, int wblk, const int R, const int T) {
+    const int nb = j->cols / 256;
+    const int mode = (kind == KQ3 || kind == KQ6) ? MODE_OFFSET : MODE_MIN;
+    const int s16sums = !(kind == KQ4 || kind == KQ5);
+    const uint8_t *row[2];
+    const akq *act[2];
+    __m128 acc[2][2] = {{_mm_setzero_ps(), _mm_setzero_ps()}, {_mm_setzero_ps(), _mm_setzero_ps()}};
+    for (int i = 0; i < R; i++) row[i] = j->W + (size_t)(r + i) * j->wstride;
+    for (int t = 0; t < T; t++) act[t] = (const akq *)(const void *)(j->A + (size_t)t * j->astride);
+    for (int b = 0; b < nb; b++) {
+        if (kind == KQ4 || kind == KQ5) {
+            #pragma GCC unroll 2
+            for (int i = 0; i < R; i++) {
+                kblk4 k;
+                unpack4(row[i] + (size_t)b * wblk, &k, kind == KQ5);
+                #pragma GCC unroll 2
+                for (int t = 0; t < T; t++) acc[i][t] = kblk4_dot(&k, act[t] + b, acc[i][t]);
+            }
+            continue;
+        }
+        #pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            kblk k;
+            unpack_k(kind, row[i] + (size_t)b * wblk, &k);
+            #pragma GCC unroll 2
+            for (int t = 0; t < T; t++) acc[i][t] = kblk_dot(&k, act[t] + b, mode, s16sums, acc[i][t]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) j->Y[(size_t)t * j->ystride + r + i] = _mm_cvtss_f32(acc[i][t]);
+}
+
+INLINE void direct_k(const kern_job *j, int r0, int r1, int kind, int wblk) {
+    int r = r0;
+    if (j->ntok == 1) {
+        for (; r + 2 <= r1; r += 2) direct_rows(j, r, kind, wblk, 2, 1);
+        if (r < r1) direct_rows(j, r, kind, wblk, 1, 1);
+    } else {
+        for (; r + 2 <= r1; r += 2) direct_rows(j, r, kind, wblk, 2, 2);
+        if (r < r1) direct_rows(j, r, kind, wblk, 1, 2);
+    }
+}
 
 #define INT_MM(name, desc, prep) \
     static void mm_##name(const kern_job *j, int r0, int r1) { int_matmul(j, r0, r1, &desc, prep); }
+#define K_MM(name, desc, prep, kind)                                      \
+    static void mm_##name(const kern_job *j, int r0, int r1) {            \
+        if (j->ntok <= DIRECT_MAX) direct_k(j, r0, r1, kind, desc.wblk);  \
+        else int_matmul(j, r0, r1, &desc, prep);                          \
+    }
 INT_MM(q4_0, D_Q4_0, prep_q4_0)
 INT_MM(q5_0, D_Q5_0, prep_q5_0)
 INT_MM(q8_0, D_Q8_0, prep_q8_0)
-INT_MM(q2_K, D_Q2_K, prep_q2_K)
-INT_MM(q3_K, D_Q3_K, prep_q3_K)
-INT_MM(q4_K, D_Q4_K, prep_q4_K)
-INT_MM(q5_K, D_Q5_K, prep_q5_K)
-INT_MM(q6_K, D_Q6_K, prep_q6_K)
+K_MM(q2_K, D_Q2_K, prep_q2_K, KQ2)
+K_MM(q3_K, D_Q3_K, prep_q3_K, KQ3)
+K_MM(q4_K, D_Q4_K, prep_q4_K, KQ4)
+K_MM(q5_K, D_Q5_K, prep_q5_K, KQ5)
+K_MM(q6_K, D_Q6_K, prep_q6_K, KQ6)
 
 /* ------------------------------------------------------------------ */
 /* Float weights: F32, F16 (activations widened to f32), BF16 (vdpbf16ps)
@@ -561,11 +925,11 @@ static void af16_prep(const void *xq, int cols, void *dst) {
 static const kern_wops W_Q4_0 = {16, QT_Q8_0, a80_bytes, a80_prep, mm_q4_0};
 static const kern_wops W_Q5_0 = {16, QT_Q8_0, a80_bytes, a80_prep, mm_q5_0};
 static const kern_wops W_Q8_0 = {16, QT_Q8_0, a80_bytes, a80_prep, mm_q8_0};
-static const kern_wops W_Q2_K = {16, QT_Q8_K, a8k_bytes, NULL, mm_q2_K};
-static const kern_wops W_Q3_K = {16, QT_Q8_K, a8k_bytes, NULL, mm_q3_K};
-static const kern_wops W_Q4_K = {16, QT_Q8_K, a8k_bytes, NULL, mm_q4_K};
-static const kern_wops W_Q5_K = {16, QT_Q8_K, a8k_bytes, NULL, mm_q5_K};
-static const kern_wops W_Q6_K = {16, QT_Q8_K, a8k_bytes, NULL, mm_q6_K};
+static const kern_wops W_Q2_K = {16, QT_Q8_K, akq_bytes, akq_prep_nat, mm_q2_K};
+static const kern_wops W_Q3_K = {16, QT_Q8_K, akq_bytes, akq_prep_nat, mm_q3_K};
+static const kern_wops W_Q4_K = {16, QT_Q8_K, akq_bytes, akq_prep_k4, mm_q4_K};
+static const kern_wops W_Q5_K = {16, QT_Q8_K, akq_bytes, akq_prep_k4, mm_q5_K};
+static const kern_wops W_Q6_K = {16, QT_Q8_K, akq_bytes, akq_prep_nat, mm_q6_K};
 static const kern_wops W_F32 = {4, QT_F32, af32_bytes, NULL, mm_f32};
 static const kern_wops W_F16 = {4, QT_F16, af32_bytes, af16_prep, mm_f16};
 static const kern_wops W_BF16 = {4, QT_BF16, abf16_bytes, NULL, mm_bf16};

@@ -131,6 +131,16 @@ static void *xmalloc(size_t n) {
     return p;
 }
 
+/* Cache-line aligned, for the prepared activations the kernels stream. */
+static void *xmalloc64(size_t n) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n ? n : 64)) {
+        fprintf(stderr, "moe: out of memory (%zu bytes for kernel buffers)\n", n);
+        abort();
+    }
+    return p;
+}
+
 double kern_tolerance(int n, double abs_sum) { return ((double)n / 16 + 32) * 0x1p-23 * abs_sum + 1e-30; }
 
 /* ---- activations ---- */
@@ -201,7 +211,7 @@ static void task_init(mm_task *m, enum kern_path p, int wtype, const void *W, in
     size_t astride = qstride;
     if (m->ops && m->ops->act_prep) {
         astride = m->ops->act_bytes(cols);
-        uint8_t *pa = xmalloc(astride * (size_t)ntok);
+        uint8_t *pa = xmalloc64(astride * (size_t)ntok);
         for (int t = 0; t < ntok; t++)
             m->ops->act_prep((const uint8_t *)Xq + (size_t)t * qstride, cols, pa + (size_t)t * astride);
         free(q);
