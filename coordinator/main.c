@@ -11,6 +11,7 @@ static const moe_command commands[] = {
     {"generate", cmd_generate, "generate text from a prompt"},
     {"mkmodel", cmd_mkmodel, "write a random-weight deepseek2 GGUF model (tiny, mini, v3-layer, lite)"},
     {"plan", cmd_plan, "print the cluster plan for N ranks (stages, experts, memory)"},
+    {"bench", cmd_bench, "memory bandwidth, kernel throughput per type, model prefill/decode speed"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"detokenize", cmd_detokenize, "write the bytes of token ids"},
     {"chat-render", cmd_chat_render, "print the prompt the chat template makes of JSON messages"},
