@@ -1,15 +1,21 @@
 /* Byte-level BPE tokenizer from GGUF metadata.
  *
  * Load: token texts go into one arena with a hash map text -> id; every
- * merge "L R" becomes an entry (id(L), id(R)) -> (rank, id(LR)) of a
- * second hash map, so BPE works on ids and never builds strings.  A merge
- * whose result is not in the vocabulary gets a "virtual" id past n_vocab
- * (llama.cpp merges by text, so such a symbol can still merge further);
- * a virtual symbol left at the end is emitted as llama.cpp does.
+ * merge "L R" becomes an entry (id(L), id(R)) -> rank of a second hash
+ * map (and merge_result[rank] = id(LR)), so BPE works on ids and never
+ * builds strings.  A merge whose result is not in the vocabulary gets a
+ * "virtual" id past n_vocab (llama.cpp merges by text, so such a symbol
+ * can still merge further); a virtual symbol left at the end is emitted
+ * as llama.cpp does.  No per-token allocation: loading the 129k-token
+ * DeepSeek-V3 vocabulary takes about 0.04 s.
  *
  * Encode: special-token split (llama.cpp's order: longest token text
  * first) -> each plain fragment re-encoded as llama.cpp reads it (bad
- * bytes -> U+FFFD) -> pre-tokenizer pieces -> bytes -> BPE. */
+ * bytes -> U+FFFD) -> pre-tokenizer pieces -> bytes -> BPE: repeatedly
+ * merge the adjacent pair of lowest rank, leftmost first on ties (a linear
+ * scan for short pieces, a heap for long ones).  Most pairs BPE asks
+ * about have no merge; a small Bloom filter answers those without
+ * touching the merge map, which does not fit in the CPU cache. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +66,7 @@ struct tokenizer {
     int byte_sym[256];   /* symbol id of each byte's GPT-2 character */
     trie_node *trie;     /* node 0 = root; tokens split out of text */
     int n_trie;          /* nodes in trie */
+    bool has_user_defined; /* some token is USER_DEFINED (split even without parse_special) */
     int *special_rank;   /* [n_vocab] order of the special split (longer text first), -1 if none */
     int pre;             /* enum pretok_kind */
     int bos, eos;        /* special ids, -1 if none */
@@ -126,16 +133,16 @@ static inline bool filter_has(const uint64_t *f, uint64_t h) {
     return f[bit >> 6] >> (bit & 63) & 1;
 }
 
-/* First slot for key: the hash scaled to [0, n_slots) ("fastrange"). */
-static inline uint64_t merge_slot0(const tokenizer *t, uint64_t key) {
-    return (uint64_t)(((unsigned __int128)hash_pair(key) * t->n_slots) >> 64);
+/* First slot for hash h: h scaled to [0, n_slots) ("fastrange"). */
+static inline uint64_t merge_slot0(const tokenizer *t, uint64_t h) {
+    return (uint64_t)(((unsigned __int128)h * t->n_slots) >> 64);
 }
 
 /* Rank of the merge (left, right), or -1. */
 static inline int64_t merge_rank(const tokenizer *t, int left, int right) {
     uint64_t key = pair_key(left, right), h = hash_pair(key);
     if (!filter_has(t->pair_filter, h)) return -1;
-    for (uint64_t i = (uint64_t)(((unsigned __int128)h * t->n_slots) >> 64);; i = i + 1 == t->n_slots ? 0 : i + 1) {
+    for (uint64_t i = merge_slot0(t, h);; i = i + 1 == t->n_slots ? 0 : i + 1) {
         uint64_t v = t->merges[i];
         if ((v & ~(uint64_t)(MAX_MERGES - 1)) == key) return (int64_t)(v & (MAX_MERGES - 1));
         if (!v) return -1;
@@ -308,6 +315,7 @@ static bool build_specials(tokenizer *t) {
         size_t len;
         const char *s = sym_text(t, id, &len);
         if (len == 0 || (ty != TOK_CONTROL && ty != TOK_USER_DEFINED && ty != TOK_UNKNOWN)) continue;
+        if (ty == TOK_USER_DEFINED) t->has_user_defined = true;
         items[n++] = (rank_item){(uint32_t)len, id};
         int node = 0;
         for (size_t i = 0; i < len; i++) {
@@ -429,7 +437,7 @@ static bool load(tokenizer *t, const gguf_file *f, char *err, size_t errlen) {
         if (l < 0 || rt < 0) continue; /* a symbol nothing makes: can never apply */
         uint64_t key = pair_key(l, rt), h = hash_pair(key) & (FILTER_BITS - 1);
         t->pair_filter[h >> 6] |= 1ull << (h & 63);
-        for (uint64_t i = merge_slot0(t, key);; i = i + 1 == t->n_slots ? 0 : i + 1) {
+        for (uint64_t i = merge_slot0(t, hash_pair(key));; i = i + 1 == t->n_slots ? 0 : i + 1) {
             uint64_t *m = &t->merges[i];
             if ((*m & ~(uint64_t)(MAX_MERGES - 1)) == key) break; /* duplicate: lowest rank wins */
             if (!*m) {
@@ -867,7 +875,7 @@ int *tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool add
     size_t n_occ = 0;
     occ *sp = NULL;
     if (add_special && t->add_bos) ok = push(&out, t->bos);
-    if (ok && t->n_trie > 1 && len > 0) {
+    if (ok && t->n_trie > 1 && len > 0 && (parse_special || t->has_user_defined)) {
         ok = find_specials(t, text, len, parse_special, &sp, &n_occ);
     }
     size_t at = 0;
