@@ -424,22 +424,31 @@ static void check_tiny_models(void) {
 /* ---- bad vocabularies ---- */
 
 /* Writes a small vocab GGUF with the given model/pre (NULL: key absent). */
-static void write_vocab(const char *path, const char *model, const char *pre, bool with_tokens) {
+static void write_vocab_with(const char *path, const char *model, const char *pre, const char *const *toks,
+                             const int32_t *types, int n_tok, const char *const *merges, int n_merge) {
     gguf_writer *w = gguf_writer_new();
     if (model) gguf_set_str(w, "tokenizer.ggml.model", model);
     if (pre) gguf_set_str(w, "tokenizer.ggml.pre", pre);
-    const char *toks[] = {"<s>", "a", "b", "ab"};
-    const char *merges[] = {"a b"};
-    int32_t types[] = {3, 1, 1, 1};
-    if (with_tokens) {
-        gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, 4);
-        gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, types, 4);
+    if (toks) {
+        gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)n_tok);
+        gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, types, (uint64_t)n_tok);
     }
-    gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, 1);
+    gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, (uint64_t)n_merge);
     char err[256];
     bool ok = gguf_writer_begin(w, path, err, sizeof err) && gguf_writer_end(w, err, sizeof err);
     CHECK(ok, "writing %s: %s", path, err);
     gguf_writer_free(w);
+}
+
+static void write_vocab(const char *path, const char *model, const char *pre, bool with_tokens) {
+    static const char *const toks[] = {"<s>", "a", "b", "ab"};
+    static const char *const merges[] = {"a b"};
+    static const int32_t types[] = {3, 1, 1, 1};
+    write_vocab_with(path, model, pre, with_tokens ? toks : NULL, types, 4, merges, 1);
+}
+
+static int *encode_str(const tokenizer *t, const char *s, size_t *n) {
+    return tokenizer_encode(t, s, strlen(s), false, false, n);
 }
 
 static void expect_load_error(const char *path, const char *needle) {
@@ -473,6 +482,25 @@ static void check_bad_vocabs(void) {
         int *ids = tokenizer_encode(t, "ab", 2, false, false, &n);
         CHECK(ids && n == 1 && ids[0] == 3, "deepseek-llm toy vocab: 'ab' -> %zu ids", n);
         free(ids);
+        tokenizer_free(t);
+    }
+    /* A merge whose result is not a token ("a b" -> "ab") still merges on
+     * ("ab c" -> "abc"), as llama.cpp merges by text; left over, such a
+     * symbol gives the tokens of its single bytes. */
+    static const char *const toks[] = {"a", "b", "c", "abc", "x"};
+    static const int32_t types[] = {1, 1, 1, 1, 1};
+    static const char *const merges[] = {"a b", "ab c"};
+    write_vocab_with(path, "gpt2", "deepseek-v3", toks, types, 5, merges, 2);
+    t = tokenizer_load_file(path, err, sizeof err);
+    CHECK(t != NULL, "toy vocab: %s", err);
+    if (t) {
+        size_t n1, n2;
+        int *abc = encode_str(t, "abc", &n1), *ab = encode_str(t, "ab", &n2);
+        CHECK(abc && n1 == 1 && abc[0] == 3, "'abc' via a merge result that is no token");
+        CHECK(ab && n2 == 2 && ab[0] == 0 && ab[1] == 1, "leftover 'ab' -> a, b");
+        CHECK(tokenizer_find(t, "ab", 2) == -1, "'ab' is not a token");
+        free(abc);
+        free(ab);
         tokenizer_free(t);
     }
     unlink(path);
