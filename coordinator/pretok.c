@@ -6,9 +6,11 @@
  * them both become pieces.  Here each regex is a function that says how
  * long a match starting at code point i is (0: no match at i), written out
  * from the regex with its backtracking worked through by hand; split()
- * does the search and recursion.  This is faster than a regex engine and
- * uses our own Unicode 15.1 tables (Debian's PCRE2 10.42 knows only
- * Unicode 14); tests/test_tok_pretok.c checks it against PCRE2 on random
+ * does the search and recursion.  Why not PCRE2: Debian's PCRE2 10.42
+ * knows only Unicode 14, and llama.cpp (so the expected ids) uses Unicode
+ * 15.1 categories; these matchers use our own 15.1 table and split as fast
+ * as PCRE2 with JIT (100-230 MB/s here, against 15-20 MB/s for the BPE
+ * after it).  tests/test_tok_pretok.c checks them against PCRE2 on random
  * text.
  *
  * deepseek-v3 (llama.cpp's LLAMA_VOCAB_PRE_TYPE_DEEPSEEK3_LLM):
