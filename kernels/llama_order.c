@@ -391,11 +391,15 @@ static bool tiny_takes(int wtype, int rows, int cols) {
     return (wtype == QT_F32 || wtype == QT_F16 || wtype == QT_BF16) && cols % kn == 0 && rows % 4 == 0;
 }
 
-/* Kernel for activation row t of an op over ntok rows: the repacked gemm
- * covers the first ntok - ntok % 4 rows, gemv the rest. */
-static enum lo_kernel kernel_of(enum lo_op op, bool repacked, int wtype, int rows, int cols, int t, int ntok) {
+/* Kernel of an op.  llama.cpp's repacked gemm covers the first
+ * ntok - ntok % 4 activation rows and leaves the rest to gemv; we take the
+ * gemm order for every row of a multi-row op, so that a row's result never
+ * depends on where a batch was cut (the cluster splits prompts into
+ * micro-batches).  Only those tail rows of a prompt differ from llama.cpp
+ * (Q4_K: by an ulp or so; Q4_0's gemv and gemm orders are the same). */
+static enum lo_kernel kernel_of(enum lo_op op, bool repacked, int wtype, int rows, int cols) {
     if (op != LO_MUL_MAT_N) return K_VEC;
-    if (repacked) return t < ntok - ntok % 4 ? K_GEMM : K_VEC;
+    if (repacked) return K_GEMM;
     return tiny_takes(wtype, rows, cols) ? K_TINY : K_VEC;
 }
 
@@ -434,8 +438,8 @@ typedef struct {
 static void lo_worker(void *arg, int ith, int nth) {
     const lo_job *j = arg;
     const int r0 = (int)((int64_t)j->rows * ith / nth), r1 = (int)((int64_t)j->rows * (ith + 1) / nth);
+    const enum lo_kernel k = kernel_of(j->op, j->repacked, j->wtype, j->rows, j->cols);
     for (int t = 0; t < j->ntok; t++) {
-        const enum lo_kernel k = kernel_of(j->op, j->repacked, j->wtype, j->rows, j->cols, t, j->ntok);
         for (int r = r0; r < r1; r++)
             j->Y[(size_t)t * j->rows + r] =
                 lo_dot(k, j->repacked, j->wtype, j->cols, j->W + (size_t)r * j->wstride, j->A + (size_t)t * j->astride);
