@@ -71,5 +71,5 @@ out=$("$moe" chat-render -m "${MOE_FIXTURES:-../shared/fixtures}/models/tiny-v3-
       --chat-template deepseek3 --add-generation-prompt)
 check "--chat-template deepseek3" "<｜begin▁of▁sentence｜><｜User｜>hi<｜Assistant｜>" "$out"
 
-echo "$pass passed, $fail failed"
+echo "test_tok_cli: $pass checks passed, $fail failed"
 [ "$fail" -eq 0 ]
