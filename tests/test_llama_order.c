@@ -1,0 +1,165 @@
+/* llama.cpp's float order (kernels/llama_order.c):
+ *   - the horizontal sums and ggml_v_expf on hand-worked inputs whose result
+ *     depends on the order (a different order gives a different float);
+ *   - lo_matmul: a row's result does not depend on the thread count or on
+ *     how a multi-row batch is cut, for every weight type and layout;
+ *   - end to end: the fixture pairs whose every op is mirrored give
+ *     llama.cpp's logits bit for bit (max |diff| == 0). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "cli.h"
+#include "engine.h"
+#include "llama_order.h"
+#include "quant.h"
+
+static void test_sums(void) {
+    /* hsum_float_8 adds lane i + 4 first: 2^24 + 1 rounds to 2^24 (tie to
+     * even) before the two ones meet; left to right would give 2^24 + 2. */
+    const float v8[8] = {1, 1, 0, 0, 16777216.f, 0, 0, 0};
+    CHECK(lo_hsum8(v8) == 16777216.f, "hsum8 %.1f", lo_hsum8(v8));
+    /* then lanes (0+2) + (1+3): the two ones meet before 2^24 does, while
+     * left to right each would be rounded away */
+    const float w8[8] = {16777216.f, 1, 0, 1, 0, 0, 0, 0};
+    CHECK(lo_hsum8(w8) == 16777218.f, "hsum8 pairs %.1f", lo_hsum8(w8));
+    /* _mm512_reduce_add_ps: lane i + 8 first, then as hsum8 */
+    float v16[16] = {0};
+    v16[0] = 1, v16[8] = 16777216.f, v16[1] = 1;
+    CHECK(lo_reduce16(v16) == 16777216.f, "reduce16 %.1f", lo_reduce16(v16));
+
+    /* ggml_vec_dot_f32: 64-value steps in 4 x 16 lanes, tail unfused.
+     * x = 1 everywhere, y = 2^24 at 0 and 1 at 16 and 64: lanes 0 of
+     * accumulators 0 and 1 hold 2^24 and 1, reduced as (s0 + s2) + (s1 + s3)
+     * -> 2^24 + 1 -> 2^24; the tail adds 1 -> 2^24 again. */
+    float x[65], y[65];
+    for (int i = 0; i < 65; i++) x[i] = 1, y[i] = 0;
+    y[0] = 16777216.f, y[16] = 1, y[64] = 1;
+    CHECK(lo_dot_f32(65, x, y) == 16777216.f, "dot_f32 %.1f", lo_dot_f32(65, x, y));
+}
+
+static void test_expf(void) {
+    /* the polynomial is within 1.5 ulp of exp over the normal range */
+    double worst = 0;
+    for (float v = -87.f; v < 88.f; v += 0.013f) {
+        const double e = exp((double)v), r = fabs(lo_v_expf(v) - e) / e;
+        if (r > worst) worst = r;
+    }
+    CHECK(worst < 2.5e-7, "v_expf relative error %.3g", worst);
+    CHECK(lo_v_expf(-INFINITY) == 0.0f, "v_expf(-inf) %g", lo_v_expf(-INFINITY));
+    CHECK(lo_v_expf(-200.f) == 0.0f && lo_v_expf(200.f) == INFINITY, "v_expf saturation");
+    CHECK(isnan(lo_v_expf(NAN)), "v_expf(nan)");
+    CHECK(lo_v_expf(0.0f) == 1.0f, "v_expf(0) %.9g", lo_v_expf(0.0f));
+    /* silu and softmax use it: softmax of equal values is uniform */
+    float p[20];
+    for (int i = 0; i < 20; i++) p[i] = 3.0f;
+    lo_softmax(p, 20);
+    CHECK(p[0] == 0.05f && p[19] == 0.05f, "softmax uniform %.9g %.9g", p[0], p[19]);
+    CHECK(lo_v_silu(0.0f) == 0.0f, "silu(0)");
+}
+
+/* Every type and layout: one thread vs two, and a 6-row batch vs the
+ * same rows in batches of 2 and 4. */
+static void test_matmul_determinism(void) {
+    static const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_Q8_0,
+                                QT_Q2_K, QT_Q3_K, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    const int rows = 16, cols = 512, ntok = 6;
+    float *w = malloc(sizeof(float) * rows * cols), *x = malloc(sizeof(float) * ntok * cols);
+    unsigned s = 12345;
+    for (int i = 0; i < rows * cols; i++) s = s * 1103515245u + 12345u, w[i] = (float)((s >> 9) % 2001) / 1000.f - 1.f;
+    for (int i = 0; i < ntok * cols; i++) s = s * 1103515245u + 12345u, x[i] = (float)((s >> 9) % 2001) / 500.f - 2.f;
+    tpool *tp = tpool_create(2);
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        const int t = types[k];
+        void *W = malloc(qtype_row_size(t, cols) * rows);
+        qtype_quantize_weights(t, w, W, (int64_t)rows * cols);
+        for (int rp = 0; rp < 2; rp++) {
+            const bool repacked = rp && lo_repacked(t, rows, true);
+            if (rp && !repacked) continue;
+            float a[6 * 16], b[6 * 16], c[6 * 16];
+            for (int op = LO_MUL_MAT_1; op <= LO_MUL_MAT_ID; op++) {
+                lo_matmul(NULL, op, repacked, t, W, rows, cols, x, ntok, a);
+                lo_matmul(tp, op, repacked, t, W, rows, cols, x, ntok, b);
+                CHECK(!memcmp(a, b, sizeof a), "%s op %d repacked %d: 1 and 2 threads differ", qtype_name(t), op,
+                      repacked);
+                if (op == LO_MUL_MAT_1) continue;
+                lo_matmul(tp, op, repacked, t, W, rows, cols, x, 2, c);
+                lo_matmul(tp, op, repacked, t, W, rows, cols, x + 2 * cols, 4, c + 2 * rows);
+                CHECK(!memcmp(a, c, sizeof a), "%s op %d repacked %d: batch split changes rows", qtype_name(t), op,
+                      repacked);
+            }
+            /* one row, vec_dot order, is the same row of a 1-row op */
+            lo_matmul(NULL, LO_MUL_MAT_1, repacked, t, W, rows, cols, x + cols, 1, c);
+            lo_matmul(NULL, LO_MUL_MAT_ID, repacked, t, W, rows, cols, x, ntok, a);
+            CHECK(!memcmp(a + rows, c, sizeof(float) * rows), "%s: mul_mat_id row != 1-row mul_mat", qtype_name(t));
+        }
+        free(W);
+    }
+    /* repacking: Q4_0 / Q4_K with rows % 8 == 0, in a plain mul_mat only */
+    CHECK(lo_repacked(QT_Q4_0, 64, true) && lo_repacked(QT_Q4_K, 8, true), "repacked types");
+    CHECK(!lo_repacked(QT_Q4_0, 737, true) && !lo_repacked(QT_Q4_K, 64, false) && !lo_repacked(QT_Q8_0, 64, true),
+          "not repacked");
+    tpool_destroy(tp);
+    free(w), free(x);
+}
+
+/* Fixture pairs whose every op llama_order mirrors: logits bit for bit. */
+static void test_fixtures_bitexact(void) {
+    static const char *models[] = {"tiny-v3-f32", "tiny-v3-bf16", "tiny-v3-f16", "tiny-v3-Q8_0", "tiny-v2lite-f32",
+                                   "tiny-v2lite-Q4_K_M"};
+    char path[512], err[512], line[8192];
+    snprintf(path, sizeof path, "%s/models/manifest.tsv", fixtures_dir());
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL, "cannot open %s", path);
+    if (!f) return;
+    int pairs = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *col[6];
+        int nc = 0;
+        for (char *p = line; nc < 6 && p; nc++) {
+            col[nc] = p;
+            p = strchr(p, '\t');
+            if (p) *p++ = 0;
+        }
+        if (nc < 6) continue;
+        col[5][strcspn(col[5], "\r\n")] = 0;
+        bool want = false;
+        for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) want |= !strcmp(col[0], models[i]);
+        if (!want) continue;
+        int ids[128], n = 0;
+        for (char *t = strtok(col[3], " "); t && n < 128; t = strtok(NULL, " ")) ids[n++] = atoi(t);
+        snprintf(path, sizeof path, "%s/models/%s.gguf", fixtures_dir(), col[0]);
+        engine_opts eo = {.model_path = path, .n_threads = 2, .n_ctx = 128};
+        engine *e = engine_open(&eo, err, sizeof err);
+        CHECK(e != NULL, "%s: %s", col[0], err);
+        if (!e) continue;
+        const int V = engine_model(e)->hp.n_vocab;
+        snprintf(path, sizeof path, "%s/models/%s", fixtures_dir(), col[5]);
+        size_t len = 0;
+        float *ref = (float *)cli_read_file(path, &len);
+        float *lg = malloc(sizeof(float) * (size_t)n * V);
+        const bool ok = ref && len == sizeof(float) * (size_t)n * V &&
+                        engine_forward(e, 0, ids, n, 0, lg, true, err, sizeof err);
+        CHECK(ok, "%s %s: forward or reference failed", col[0], col[1]);
+        if (ok) {
+            size_t bad = 0;
+            for (size_t i = 0; i < (size_t)n * V; i++) bad += lg[i] != ref[i];
+            CHECK(bad == 0, "%s %s: %zu of %zu logits differ from llama.cpp's", col[0], col[1], bad, (size_t)n * V);
+            pairs++;
+        }
+        free(lg), free(ref);
+        engine_close(e);
+    }
+    fclose(f);
+    CHECK(pairs == 18, "%d bit-exact pairs checked, expected 18", pairs);
+}
+
+int main(void) {
+    test_sums();
+    test_expf();
+    test_matmul_determinism();
+    test_fixtures_bitexact();
+    return check_summary("test_llama_order");
+}
