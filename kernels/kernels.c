@@ -11,6 +11,7 @@
 
 #include "cpu.h"
 #include "kern_impl.h"
+#include "llama_order.h"
 
 /* ---- path selection ---- */
 
@@ -332,4 +333,14 @@ uint64_t kern_read_sum(const void *p, size_t n) {
         return s0 + s1 + s2 + s3;
     }
     }
+}
+
+/* ---- llama.cpp-order hook (llama_order.h) ----
+ * A SIMD kernel that reproduces one of llama_order.c's float orders bit for
+ * bit plugs in here; none does yet, so lo_matmul computes in scalar C. */
+bool kern_matmul_llama(tpool *tp, enum lo_kernel k, bool repacked, int wtype, const void *W, int rows, int cols,
+                       const void *Aq, size_t astride, int ntok, float *Y) {
+    (void)tp, (void)k, (void)repacked, (void)wtype, (void)W, (void)rows, (void)cols;
+    (void)Aq, (void)astride, (void)ntok, (void)Y;
+    return false;
 }

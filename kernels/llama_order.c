@@ -6,7 +6,8 @@
  * / dpbusd + madd spread a 32-byte product over eight int32 lanes); after
  * the last block the lanes are added with lo_hsum8.  fmaf stands for an FMA
  * instruction of llama.cpp's kernel, a*b+c written out for a multiply and
- * an add that it rounds separately. */
+ * an add that it rounds separately.  This relies on the compiler not
+ * contracting a*b+c itself, which -std=c11 guarantees (-ffp-contract=off). */
 #include "llama_order.h"
 
 #include <math.h>
@@ -376,13 +377,6 @@ bool lo_repacked(int wtype, int rows, bool in_mul_mat) {
     return in_mul_mat && (wtype == QT_Q4_0 || wtype == QT_Q4_K) && rows % 8 == 0;
 }
 
-/* The kernel llama.cpp runs for one (weight row, activation row) pair. */
-enum lo_kernel {
-    K_VEC,  /* ggml_vec_dot_* of the type, or the repacked gemv */
-    K_TINY, /* tinyBLAS (F32/F16/BF16, >= 2 rows) */
-    K_GEMM  /* repacked gemm (activation rows in groups of 4) */
-};
-
 /* tinyBLAS takes a float product only when the column count is a multiple
  * of its vector width and the row count a multiple of 4 (else
  * llamafile_sgemm declines and ggml falls back to vec_dot). */
@@ -398,23 +392,23 @@ static bool tiny_takes(int wtype, int rows, int cols) {
  * micro-batches).  Only those tail rows of a prompt differ from llama.cpp
  * (Q4_K: by an ulp or so; Q4_0's gemv and gemm orders are the same). */
 static enum lo_kernel kernel_of(enum lo_op op, bool repacked, int wtype, int rows, int cols) {
-    if (op != LO_MUL_MAT_N) return K_VEC;
-    if (repacked) return K_GEMM;
-    return tiny_takes(wtype, rows, cols) ? K_TINY : K_VEC;
+    if (op != LO_MUL_MAT_N) return LO_K_VEC;
+    if (repacked) return LO_K_GEMM;
+    return tiny_takes(wtype, rows, cols) ? LO_K_TINY : LO_K_VEC;
 }
 
 /* One output: weight row w (n values) against quantized activation a. */
 static float lo_dot(enum lo_kernel k, bool repacked, int wtype, int n, const void *w, const void *a) {
     switch (wtype) {
-    case QT_F32: return k == K_TINY ? dot_f32_tiny(n, w, a) : lo_dot_f32(n, w, a);
-    case QT_F16: return k == K_TINY ? dot_f16_tiny(n, w, a) : dot_f16_vec(n, w, a);
-    case QT_BF16: return k == K_TINY ? dot_bf16_tiny(n, w, a) : dot_bf16_vec(n, w, a);
+    case QT_F32: return k == LO_K_TINY ? dot_f32_tiny(n, w, a) : lo_dot_f32(n, w, a);
+    case QT_F16: return k == LO_K_TINY ? dot_f16_tiny(n, w, a) : dot_f16_vec(n, w, a);
+    case QT_BF16: return k == LO_K_TINY ? dot_bf16_tiny(n, w, a) : dot_bf16_vec(n, w, a);
     case QT_Q4_0: return repacked ? dot_q4_0_repacked(n, w, a) : dot_q0(wtype, n, w, a);
     case QT_Q5_0:
     case QT_Q8_0: return dot_q0(wtype, n, w, a);
     case QT_Q4_1:
     case QT_Q5_1: return dot_q1(wtype, n, w, a);
-    case QT_Q4_K: return repacked ? dot_q4_K_repacked(k == K_GEMM, n, w, a) : dot_q4_K(n, w, a);
+    case QT_Q4_K: return repacked ? dot_q4_K_repacked(k == LO_K_GEMM, n, w, a) : dot_q4_K(n, w, a);
     case QT_Q5_K: return dot_q5_K(n, w, a);
     case QT_Q6_K: return dot_q6_K(n, w, a);
     default: {
@@ -454,6 +448,11 @@ void lo_matmul(tpool *tp, enum lo_op op, bool repacked, int wtype, const void *W
     uint8_t *A = malloc(as * (size_t)(ntok > 0 ? ntok : 1));
     if (!A) abort(); /* out of memory mid-step: nothing to recover */
     for (int t = 0; t < ntok; t++) qtype_get(at)->from_float(X + (size_t)t * cols, A + (size_t)t * as, cols);
+    const enum lo_kernel k = kernel_of(op, repacked, wtype, rows, cols);
+    if (kern_matmul_llama(tp, k, repacked, wtype, W, rows, cols, A, as, ntok, Y)) {
+        free(A);
+        return;
+    }
     lo_job j = {.op = op, .repacked = repacked, .wtype = wtype, .rows = rows, .cols = cols, .ntok = ntok,
                 .W = W, .A = A, .wstride = qtype_row_size(wtype, cols), .astride = as, .Y = Y};
     tpool_run(tp, lo_worker, &j);

@@ -56,6 +56,20 @@ bool lo_repacked(int wtype, int rows, bool in_mul_mat);
 void lo_matmul(tpool *tp, enum lo_op op, bool repacked, int wtype, const void *W, int rows, int cols,
                const float *X, int ntok, float *Y);
 
+/* The kernel llama.cpp runs for one (weight row, activation row) pair. */
+enum lo_kernel {
+    LO_K_VEC,  /* ggml_vec_dot_* of the type, or the repacked gemv */
+    LO_K_TINY, /* tinyBLAS (F32/F16/BF16 ops with >= 2 rows) */
+    LO_K_GEMM  /* repacked gemm (ops with >= 2 rows) */
+};
+
+/* Hook for SIMD kernels (kernels.c) that reproduce kernel k's order bit for
+ * bit: Y for all rows and tokens from activations Aq already quantized to
+ * the weight's vec_dot type (row stride astride).  Returns false when no
+ * such kernel exists; lo_matmul then computes in scalar C. */
+bool kern_matmul_llama(tpool *tp, enum lo_kernel k, bool repacked, int wtype, const void *W, int rows, int cols,
+                       const void *Aq, size_t astride, int ntok, float *Y);
+
 /* dot of two float vectors as ggml_vec_dot_f32 (AVX-512 build) */
 float lo_dot_f32(int n, const float *x, const float *y);
 
