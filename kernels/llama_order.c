@@ -325,7 +325,10 @@ static float dot_q5_K(int n, const block_q5_K *x, const block_q8_K *y) {
     return lo_hsum8(acc) + summs;
 }
 
-/* vec_dot_q6_K: 8 lanes, 16-value scales, fma(d, lane, acc). */
+/* vec_dot_q6_K: 8 lanes over the unsigned 6-bit values with 16-value
+ * scales; the -32 offset is taken out per lane as 32 * (scale * bsum) of
+ * the 16-value groups 2l and 2l+1 (not of the lane's own values), then
+ * fma(d, lane, acc) and hsum_float_8. */
 static float dot_q6_K(int n, const block_q6_K *x, const block_q8_K *y) {
     float acc[8] = {0};
     int v[QK_K], sc[16], lane[8];
@@ -333,8 +336,12 @@ static float dot_q6_K(int n, const block_q6_K *x, const block_q8_K *y) {
         const float d = y[i].d * fp16_to_f32(x[i].d);
         for (int j = 0; j < 16; j++) sc[j] = x[i].scales[j];
         unpack_q6_K(&x[i], v);
+        for (int k = 0; k < QK_K; k++) v[k] += 32;
         lanes_k(v, sc, 16, y[i].qs, lane);
-        for (int l = 0; l < 8; l++) acc[l] = fmaf(d, (float)lane[l], acc[l]);
+        for (int l = 0; l < 8; l++) {
+            lane[l] -= 32 * (sc[2 * l] * y[i].bsums[2 * l] + sc[2 * l + 1] * y[i].bsums[2 * l + 1]);
+            acc[l] = fmaf(d, (float)lane[l], acc[l]);
+        }
     }
     return lo_hsum8(acc);
 }

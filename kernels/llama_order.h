@@ -10,22 +10,32 @@
  *
  * What llama.cpp runs for y = W x (ggml_compute_forward_mul_mat) depends
  * on the weight type, on whether the tensor was "repacked" at load (the
- * CPU_REPACK buffer: Q4_0 and Q4_K matrices with a row count divisible by
- * 8 that are used as a plain 2-D mul_mat or as 3-D mul_mat_id experts), and
- * on the number of activation rows of the op:
- *   - F32/F16/BF16, >= 2 rows:  tinyBLAS (one 16-lane accumulator per
- *     output, FMA over 16-column chunks, _mm512_reduce_add_ps);
- *   - F32/F16/BF16, 1 row, and mul_mat_id: ggml_vec_dot_* (4 x 16-lane
- *     accumulators over 64-column steps, scalar tail);
+ * CPU_REPACK buffer: Q4_0 and Q4_K matrices, also Q2_K, with a row count
+ * divisible by 8, used as a plain 2-D mul_mat or as 3-D mul_mat_id
+ * experts), and on the number of activation rows of the op:
+ *   - F32/F16/BF16, >= 2 rows, rows % 4 == 0, cols % 16 (BF16: 32) == 0:
+ *     tinyBLAS (one 16-lane accumulator per output, FMA, or VDPBF16PS for
+ *     BF16, over column chunks, then _mm512_reduce_add_ps);
+ *   - otherwise, and in mul_mat_id: ggml_vec_dot_f32/f16/bf16 (4 x 16
+ *     lanes over 64-column steps, scalar tail; BF16: 2 x 16 dpbf16 lanes);
  *   - Q4_0/Q5_0/Q8_0/Q4_1/Q5_1 not repacked: 8 lanes, lane l holding
  *     values 4l..4l+3 of each 32-block, acc = fma(d_w*d_a, isum, acc),
- *     then hsum_float_8 (tinyBLAS and vec_dot agree);
- *   - K-quants not repacked: vec_dot, 8 lanes over each 32-value group;
- *   - repacked Q4_0 / Q4_K: one accumulator per output, block after block.
- * So for F32/F16/BF16 llama.cpp's own result depends on whether the op
- * had one row or several: lo_matmul takes that as an argument (the
- * caller knows the op) instead of looking at its own batch, so that a row
- * never depends on how a batch was split, only on the op it mirrors. */
+ *     then hsum_float_8 (tinyBLAS_Q0 and vec_dot agree);
+ *   - Q4_K/Q5_K/Q6_K not repacked: vec_dot's 8 lanes over each 32-value
+ *     group, the mins (Q6_K: the -32 offset) handled per bsum pair;
+ *   - repacked Q4_0: one accumulator per output, block after block (gemv
+ *     and gemm agree); repacked Q4_K: gemv per super-block, gemm per pair
+ *     of 32-value sub-blocks.
+ * Checked bit for bit against llama.cpp (node-llama-cpp 3.21.1's build,
+ * ggml 0.23.0) op by op.  Not mirrored yet: Q2_K (repacked gemm) and Q3_K
+ * (vec_dot lanes), which use the scalar reference order.
+ *
+ * So for F32/F16/BF16 and repacked Q4_K, llama.cpp's own result depends on
+ * whether the op had one row or several: lo_matmul takes the op as an
+ * argument (the caller knows it) instead of looking at its own batch.  One
+ * deviation keeps rows independent of how a batch is cut: llama.cpp's
+ * repacked gemm leaves the last ntok % 4 rows to gemv, we use the gemm
+ * order for all rows of a multi-row op. */
 #ifndef MOE_LLAMA_ORDER_H
 #define MOE_LLAMA_ORDER_H
 

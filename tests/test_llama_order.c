@@ -4,7 +4,8 @@
  *   - lo_matmul: a row's result does not depend on the thread count or on
  *     how a multi-row batch is cut, for every weight type and layout;
  *   - end to end: the fixture pairs whose every op is mirrored give
- *     llama.cpp's logits bit for bit (max |diff| == 0). */
+ *     llama.cpp's logits bit for bit (all but tiny-v3-f32-legacykvb, whose
+ *     graph in llama.cpp decompresses kv_b instead of absorbing it). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,8 +108,8 @@ static void test_matmul_determinism(void) {
 
 /* Fixture pairs whose every op llama_order mirrors: logits bit for bit. */
 static void test_fixtures_bitexact(void) {
-    static const char *models[] = {"tiny-v3-f32", "tiny-v3-bf16", "tiny-v3-f16", "tiny-v3-Q8_0", "tiny-v2lite-f32",
-                                   "tiny-v2lite-Q4_K_M"};
+    static const char *models[] = {"tiny-v3-f32",  "tiny-v3-bf16",    "tiny-v3-f16",       "tiny-v3-Q8_0",
+                                   "tiny-v3-Q4_0", "tiny-v3-Q4_K_M", "tiny-v2lite-f32", "tiny-v2lite-Q4_K_M"};
     char path[512], err[512], line[8192];
     snprintf(path, sizeof path, "%s/models/manifest.tsv", fixtures_dir());
     FILE *f = fopen(path, "r");
@@ -144,16 +145,26 @@ static void test_fixtures_bitexact(void) {
                         engine_forward(e, 0, ids, n, 0, lg, true, err, sizeof err);
         CHECK(ok, "%s %s: forward or reference failed", col[0], col[1]);
         if (ok) {
+            /* llama.cpp leaves the last n % 4 rows of a repacked Q4_K product
+             * to gemv; we keep the gemm order for them (batch-independent
+             * rows), so only those rows of a Q4_K model may differ, slightly */
+            const int exact_rows = strstr(col[0], "Q4_K") && n > 1 ? n - n % 4 : n;
             size_t bad = 0;
-            for (size_t i = 0; i < (size_t)n * V; i++) bad += lg[i] != ref[i];
-            CHECK(bad == 0, "%s %s: %zu of %zu logits differ from llama.cpp's", col[0], col[1], bad, (size_t)n * V);
+            double tail = 0;
+            for (size_t i = 0; i < (size_t)n * V; i++) {
+                if (i < (size_t)exact_rows * V) bad += lg[i] != ref[i];
+                else tail = fmax(tail, fabs((double)lg[i] - ref[i]));
+            }
+            CHECK(bad == 0, "%s %s: %zu of %zu logits differ from llama.cpp's", col[0], col[1], bad,
+                  (size_t)exact_rows * V);
+            CHECK(tail <= 1e-4, "%s %s: gemm-tail rows differ by %.3g", col[0], col[1], tail);
             pairs++;
         }
         free(lg), free(ref);
         engine_close(e);
     }
     fclose(f);
-    CHECK(pairs == 18, "%d bit-exact pairs checked, expected 18", pairs);
+    CHECK(pairs == 24, "%d bit-exact pairs checked, expected 24", pairs);
 }
 
 int main(void) {
