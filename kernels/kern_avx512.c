@@ -69,6 +69,30 @@ INLINE __m512 half_lo(__m512i v) {
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
 }
 
+/* Software prefetch.  A group of rows is one contiguous byte range; rows
+ * are short (1-4 KB), so the hardware prefetchers keep restarting.  While
+ * a group is computed, the bytes of a group PF_AHEAD bytes further are
+ * requested, spread evenly over the group's blocks. */
+#define PF_AHEAD 8192
+
+typedef struct pf_stream {
+    const uint8_t *next; /* next byte to request */
+    const uint8_t *end;  /* end of the matrix: nothing past it */
+    size_t step;         /* bytes to request per block */
+} pf_stream;
+
+/* A stream for a group of `bytes` bytes at `start`, done in nb steps. */
+INLINE pf_stream pf_start(const kern_job *j, const uint8_t *start, size_t bytes, int nb) {
+    size_t ahead = bytes > PF_AHEAD ? bytes : PF_AHEAD;
+    pf_stream p = {start + ahead, j->W + (size_t)j->rows * j->wstride, (bytes + (size_t)nb - 1) / (size_t)nb};
+    return p;
+}
+
+INLINE void pf_step(pf_stream *p) {
+    const uint8_t *stop = p->next + p->step < p->end ? p->next + p->step : p->end;
+    for (; p->next < stop; p->next += 64) _mm_prefetch((const char *)p->next, _MM_HINT_T0);
+}
+
 /* ------------------------------------------------------------------ */
 /* Prepared weight block and the integer engine                        */
 
@@ -185,7 +209,9 @@ INLINE void int_matmul(const kern_job *j, int r0, int r1, const int_desc *D, pre
         for (int t0 = 0; t0 < j->ntok; t0 += TCHUNK) {
             const int nt = j->ntok - t0 < TCHUNK ? j->ntok - t0 : TCHUNK;
             for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+            pf_stream pf = pf_start(j, rp[0], (size_t)nrow * j->wstride, nb);
             for (int b = 0; b < nb; b++) {
+                pf_step(&pf);
                 prep(rp, gidx, (size_t)b * D->wblk, &w);
                 const uint8_t *ab = j->A + (size_t)t0 * j->astride + (size_t)b * D->ablk;
                 int t = 0;
@@ -790,7 +816,9 @@ INLINE void direct_rows(const kern_job *j, int r, int kind, int wblk, const int 
     __m128 acc[2][2] = {{_mm_setzero_ps(), _mm_setzero_ps()}, {_mm_setzero_ps(), _mm_setzero_ps()}};
     for (int i = 0; i < R; i++) row[i] = j->W + (size_t)(r + i) * j->wstride;
     for (int t = 0; t < T; t++) act[t] = (const akq *)(const void *)(j->A + (size_t)t * j->astride);
+    pf_stream pf = pf_start(j, row[0], (size_t)R * j->wstride, nb);
     for (int b = 0; b < nb; b++) {
+        pf_step(&pf);
         if (kind == KQ4 || kind == KQ5) {
             #pragma GCC unroll 2
             for (int i = 0; i < R; i++) {
@@ -872,7 +900,9 @@ INLINE void ftile(int ft, const kern_job *j, int r, int t, const int R, const in
     for (int u = 0; u < T; u++) a[u] = j->A + (size_t)(t + u) * j->astride;
     for (int i = 0; i < R; i++)
         for (int u = 0; u < T; u++) acc[i][u] = _mm512_setzero_ps();
+    pf_stream pf = pf_start(j, w[0], (size_t)R * j->wstride, (j->cols + step - 1) / step);
     for (int k = 0; k < j->cols; k += step) {
+        pf_step(&pf);
         const int left = j->cols - k;
         const __mmask32 m = left >= step ? 0xFFFFFFFFu : (__mmask32)((1u << left) - 1);
         __m512 wv[4], av[4];

@@ -59,6 +59,13 @@ const kern_wops *kern_avx2_wops(int wtype);
 kern_quant_fn kern_avx512_quant(int act_type);
 kern_quant_fn kern_avx2_quant(int act_type);
 
+/* llama.cpp-order kernels (kern_lo_*.c), bitwise equal to lo_matmul of
+ * llama_order.c: kernel is the one llama.cpp runs for the op (VEC:
+ * ggml_vec_dot or the repacked gemv; TINY: tinyBLAS; GEMM: the repacked
+ * gemm), repacked whether the weights were repacked.  NULL: not covered. */
+enum { KERN_LO_VEC = 0, KERN_LO_TINY = 1, KERN_LO_GEMM = 2 };
+const kern_wops *kern_avx512_lo(int wtype, int kernel, int repacked);
+
 /* Sum of n bytes read with wide loads (n a multiple of 256, p aligned to
  * 64): the memory-bandwidth probe of `moe bench --mem`. */
 uint64_t kern_avx512_read(const void *p, size_t n);

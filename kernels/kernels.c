@@ -193,11 +193,11 @@ static void task_rows(const mm_task *m, int r0, int r1) {
 
 /* Prepared activations of one product: the reference-format quantized
  * rows Xq (given, or quantized from X into q), then the path's layout. */
-static void task_init(mm_task *m, enum kern_path p, int wtype, const void *W, int rows, int cols,
-                      const float *X, const void *Xq, int ntok, float *Y, void **owned) {
+static void task_init_ops(mm_task *m, const kern_wops *ops, enum kern_path p, int wtype, const void *W, int rows,
+                          int cols, const float *X, const void *Xq, int ntok, float *Y, void **owned) {
     const qtype_info *qi = qtype_get(wtype);
     memset(m, 0, sizeof *m);
-    m->ops = path_wops(p, wtype);
+    m->ops = ops;
     m->vec_dot = qi->vec_dot;
     m->group = m->ops ? m->ops->group : 1;
     const size_t qstride = kern_act_row_size(wtype, cols);
@@ -222,6 +222,11 @@ static void task_init(mm_task *m, enum kern_path p, int wtype, const void *W, in
     *owned = q;
     m->job = (kern_job){.W = W, .wstride = qtype_row_size(wtype, cols), .rows = rows, .cols = cols,
                         .A = A, .astride = astride, .ntok = ntok, .Y = Y, .ystride = (size_t)rows};
+}
+
+static void task_init(mm_task *m, enum kern_path p, int wtype, const void *W, int rows, int cols, const float *X,
+                      const void *Xq, int ntok, float *Y, void **owned) {
+    task_init_ops(m, path_wops(p, wtype), p, wtype, W, rows, cols, X, Xq, ntok, Y, owned);
 }
 
 /* Work split: every task's rows are cut into groups; the cost of a group
@@ -336,11 +341,32 @@ uint64_t kern_read_sum(const void *p, size_t n) {
 }
 
 /* ---- llama.cpp-order hook (llama_order.h) ----
- * A SIMD kernel that reproduces one of llama_order.c's float orders bit for
- * bit plugs in here; none does yet, so lo_matmul computes in scalar C. */
+ * lo_matmul asks here first: the SIMD kernels of kern_lo_*.c reproduce
+ * its float orders bit for bit (test_kernels checks it case by case). */
+_Static_assert((int)KERN_LO_VEC == (int)LO_K_VEC && (int)KERN_LO_TINY == (int)LO_K_TINY && (int)KERN_LO_GEMM == (int)LO_K_GEMM,
+               "kernel ids of kern_impl.h and llama_order.h");
+
+bool kern_matmul_llama_path(enum kern_path p, tpool *tp, int k, bool repacked, int wtype, const void *W, int rows,
+                            int cols, const void *Aq, size_t astride, int ntok, float *Y) {
+    const kern_wops *ops = NULL;
+    if (p == KERN_AVX512 && kern_path_supported(p)) ops = kern_avx512_lo(wtype, k, repacked);
+    if (!ops) return false;
+    check_or_die("kern_matmul_llama", wtype, rows, cols, ntok);
+    if (ntok == 0) return true;
+    if (astride != kern_act_row_size(wtype, cols)) {
+        fprintf(stderr, "moe: kern_matmul_llama: activation stride %zu, expected %zu\n", astride,
+                kern_act_row_size(wtype, cols));
+        abort();
+    }
+    mm_task m;
+    void *owned;
+    task_init_ops(&m, ops, p, wtype, W, rows, cols, NULL, Aq, ntok, Y, &owned);
+    run_tasks(tp, &m, 1);
+    free(owned);
+    return true;
+}
+
 bool kern_matmul_llama(tpool *tp, enum lo_kernel k, bool repacked, int wtype, const void *W, int rows, int cols,
                        const void *Aq, size_t astride, int ntok, float *Y) {
-    (void)tp, (void)k, (void)repacked, (void)wtype, (void)W, (void)rows, (void)cols;
-    (void)Aq, (void)astride, (void)ntok, (void)Y;
-    return false;
+    return kern_matmul_llama_path(kern_get_path(), tp, (int)k, repacked, wtype, W, rows, cols, Aq, astride, ntok, Y);
 }

@@ -70,6 +70,14 @@ typedef struct kern_mm {
 } kern_mm;
 void kern_matmul_multi(tpool *tp, const kern_mm *mm, int n);
 
+/* llama.cpp's exact float order: lo_matmul (llama_order.h) calls the hook
+ * kern_matmul_llama, implemented here with SIMD kernels that give its
+ * scalar code's bits.  This variant takes the path explicitly (tests,
+ * bench); k is an enum lo_kernel.  False, computing nothing, when the path
+ * has no kernel for the case (then lo_matmul's scalar code runs). */
+bool kern_matmul_llama_path(enum kern_path p, tpool *tp, int k, bool repacked, int wtype, const void *W, int rows,
+                            int cols, const void *Aq, size_t astride, int ntok, float *Y);
+
 /* Tolerance of a SIMD result against the scalar reference vec_dot, for a
  * dot product of n values whose terms have absolute sum `abs_sum`
  * (sum |w_i * a_i| over the dequantized values):

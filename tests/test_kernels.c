@@ -17,10 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "cpu.h"
 #include "kernels.h"
+#include "llama_order.h"
 #include "quant.h"
 #include "threadpool.h"
 
@@ -286,6 +289,79 @@ static void test_multi(tpool *tp) {
     }
 }
 
+/* The llama.cpp-order kernels (kern_matmul_llama, called by lo_matmul)
+ * must give lo_matmul's scalar bits for every op, layout and type they
+ * cover, on odd shapes and any thread count.  Run in a process whose
+ * global path is scalar (see main), so lo_matmul is the scalar code. */
+static void test_llama_order(enum kern_path p, tpool *tp1, tpool *tp2) {
+    static const int types[] = {QT_Q4_0, QT_Q5_0, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K, QT_F32, QT_F16, QT_BF16};
+    static const int rows_list[] = {8, 9, 24};
+    static const enum lo_kernel kernels[] = {LO_K_VEC, LO_K_TINY, LO_K_GEMM};
+    int bad = 0, cases = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const int t = types[ti], blk = qtype_get(t)->blck;
+        const int cols_list[3] = {blk == 1 ? 64 : blk * (blk == 256 ? 2 : 4), blk == 1 ? 200 : blk * (blk == 256 ? 3 : 7),
+                                  blk == 1 ? 96 : blk};
+        for (int ri = 0; ri < 3; ri++)
+            for (int ci = 0; ci < 3; ci++) {
+                const int rows = rows_list[ri], cols = cols_list[ci], ntok = 1 + 2 * ci + ri;
+                prob pb;
+                prob_init(&pb, t, rows, cols, ntok, ri == 1, ci == 2);
+                float *ref = malloc(sizeof(float) * (size_t)rows * ntok), *y = malloc(sizeof(float) * (size_t)rows * ntok);
+                for (int op = 0; op < 3; op++)
+                    for (int rep = 0; rep < 2; rep++) {
+                        if (rep && !lo_repacked(t, rows, true)) continue;
+                        const int n = op == LO_MUL_MAT_1 ? 1 : ntok;
+                        lo_matmul(tp2, (enum lo_op)op, rep, t, pb.W, rows, cols, pb.X, n, ref); /* scalar */
+                        /* the kernel lo_matmul picks for this op: try each, only
+                         * the one it uses must match, the others must decline
+                         * or also match (VEC/TINY/GEMM agree where shared) */
+                        const int kk = op != LO_MUL_MAT_N ? LO_K_VEC
+                                       : rep                 ? LO_K_GEMM
+                                       : ((t == QT_F32 || t == QT_F16) && cols % 16 == 0 && rows % 4 == 0) ||
+                                                 (t == QT_BF16 && cols % 32 == 0 && rows % 4 == 0)
+                                           ? LO_K_TINY
+                                           : LO_K_VEC;
+                        tpool *tp = (op + ri) % 2 ? tp1 : tp2;
+                        memset(y, 0xFF, sizeof(float) * (size_t)rows * n);
+                        if (!kern_matmul_llama_path(p, tp, kernels[kk], rep, t, pb.W, rows, cols, pb.Xq, pb.qstride, n, y))
+                            continue;
+                        cases++;
+                        if (!bits_equal(ref, y, (size_t)rows * n)) {
+                            bad++;
+                            size_t i = 0;
+                            while (i < (size_t)rows * n && !memcmp(&ref[i], &y[i], 4)) i++;
+                            fprintf(stderr, "  %s %s op %d repacked %d %dx%d ntok %d: first difference at %zu: %.9g vs %.9g\n",
+                                    kern_path_name(p), qtype_name(t), op, rep, rows, cols, n, i, ref[i], y[i]);
+                        }
+                    }
+                free(ref);
+                free(y);
+                prob_free(&pb);
+            }
+    }
+    CHECK(cases > 0 || p != KERN_AVX512, "%s: no llama-order kernel ran", kern_path_name(p));
+    CHECK(bad == 0, "%s: %d of %d llama-order products differ from lo_matmul", kern_path_name(p), bad, cases);
+    printf("path %s: %d llama-order cases bitwise equal to lo_matmul\n", kern_path_name(p), cases - bad);
+}
+
+/* Runs this program again with MOE_KERNEL=scalar and --llama-order. */
+static int run_llama_order_child(void) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        setenv("MOE_KERNEL", "scalar", 1);
+        char *args[] = {"test_kernels", "--llama-order", NULL};
+        execv("/proc/self/exe", args);
+        _exit(127);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
 /* ---- thread pool ---- */
 
 typedef struct pool_probe {
@@ -388,6 +464,15 @@ int main(int argc, char **argv) {
         printf("%s\n", kern_path_name(kern_get_path()));
         return 0;
     }
+    if (argc > 1 && !strcmp(argv[1], "--llama-order")) { /* child of run_llama_order_child */
+        CHECK(kern_get_path() == KERN_SCALAR, "--llama-order needs MOE_KERNEL=scalar (lo_matmul must be scalar)");
+        tpool *a = tpool_create(1), *b = tpool_create(2);
+        for (int p = KERN_AVX2; p <= KERN_AVX512; p++)
+            if (kern_path_supported((enum kern_path)p)) test_llama_order((enum kern_path)p, a, b);
+        tpool_destroy(a);
+        tpool_destroy(b);
+        return check_summary("test_kernels --llama-order");
+    }
     char cpu[256];
     cpu_describe(cpu_get(), cpu, sizeof cpu);
     printf("cpu: %s\nchosen path: %s\n", cpu, kern_path_name(kern_get_path()));
@@ -424,6 +509,8 @@ int main(int argc, char **argv) {
         printf("\n");
     }
     test_multi(tp2);
+    int rc = run_llama_order_child();
+    CHECK(rc == 0, "llama-order comparison (child process) failed with status %d", rc);
     tpool_destroy(tp1);
     tpool_destroy(tp2);
     tpool_destroy(tp3);
