@@ -9,7 +9,10 @@
  *   -m FILE   prefill and decode tokens/s of a model, bytes read per
  *             decoded token and the bandwidth that makes.
  * Matrices are cycled through a working set far larger than the last-level
- * cache, so weights come from memory as they do in a real MoE layer. */
+ * cache, so weights come from memory as they do in a real MoE layer.
+ * Products go through lo_matmul with the op the forward pass uses (its
+ * SIMD kernels keep llama.cpp's float order): ggml_mul_mat with one row
+ * for decode (--matvec), ggml_mul_mat_id for experts (--matmul). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,6 +26,7 @@
 #include "cpu.h"
 #include "forward.h"
 #include "kernels.h"
+#include "llama_order.h"
 #include "model.h"
 #include "model_stats.h"
 #include "quant.h"
@@ -177,18 +181,20 @@ static bool wset_make(wset *s, int type, int rows, int cols, size_t ws_bytes) {
     return true;
 }
 
-/* Seconds per call of a ntok-token product, best of 3 runs, each going
- * at least once through the working set and lasting >= min_s. */
-static double time_product(tpool *tp, int type, const wset *s, int rows, int cols, const void *xq, int ntok,
-                           float *y, double min_s) {
+/* Seconds per call of a ntok-token product (op as in the forward pass),
+ * best of 3 runs, each going at least once through the working set and
+ * lasting >= min_s.  Includes quantizing the activations, as the engine. */
+static double time_product(tpool *tp, enum lo_op op, int type, const wset *s, int rows, int cols, const float *x,
+                           int ntok, float *y, double min_s) {
     double best = 1e30;
     int c = 0;
-    kern_matmul_q(tp, type, s->buf, rows, cols, xq, ntok, y); /* warm-up */
-    for (int rep = 0; rep < 3; rep++) {
+    const bool rep = lo_repacked(type, rows, true);
+    lo_matmul(tp, op, rep, type, s->buf, rows, cols, x, ntok, y); /* warm-up */
+    for (int r = 0; r < 3; r++) {
         int calls = 0;
         double t0 = now_s(), t;
         do {
-            kern_matmul_q(tp, type, s->buf + (size_t)c * s->mat_bytes, rows, cols, xq, ntok, y);
+            lo_matmul(tp, op, rep, type, s->buf + (size_t)c * s->mat_bytes, rows, cols, x, ntok, y);
             c = (c + 1) % s->copies;
             calls++;
             t = now_s() - t0;
@@ -216,23 +222,13 @@ static bool type_wanted(const bench_opts *o, int type) {
     return false;
 }
 
-/* Random activations quantized for `type`. */
-static void *make_acts(int type, int cols, int ntok) {
+/* ntok x cols random activations. */
+static float *make_acts(int cols, int ntok) {
     uint64_t rng = 0x1234567ull + (uint64_t)cols;
-    size_t as = kern_act_row_size(type, cols);
-    uint8_t *q = malloc(as * (size_t)ntok);
-    float *x = malloc(sizeof(float) * (size_t)cols);
-    if (!q || !x) {
-        free(q);
-        free(x);
-        return NULL;
-    }
-    for (int t = 0; t < ntok; t++) {
-        for (int k = 0; k < cols; k++) x[k] = frand(&rng);
-        kern_quantize_act(type, x, q + (size_t)t * as, cols);
-    }
-    free(x);
-    return q;
+    float *x = malloc(sizeof(float) * (size_t)cols * (size_t)ntok);
+    if (x)
+        for (size_t i = 0; i < (size_t)cols * (size_t)ntok; i++) x[i] = frand(&rng);
+    return x;
 }
 
 /* ---- --matvec ---- */
@@ -259,8 +255,8 @@ typedef struct results {
 
 static void bench_matvec(const bench_opts *o, tpool *tp, double bw, double bw1, results *res) {
     tpool *one = tpool_create(1);
-    printf("\nmatvec: GB/s of weights read by 1-token products (working set %d MB, cycled);\n"
-           "        %% of the measured read bandwidth with the same thread count\n",
+    printf("\nmatvec: GB/s of weights read by 1-token products (ggml_mul_mat order; working set\n"
+           "        %d MB, cycled); %% of the measured read bandwidth with the same thread count\n",
            o->ws_mb);
     printf("%-6s %-16s %-12s %16s %16s\n", "type", "matrix", "cols x rows", "1 thread", "all threads");
     for (int ti = 0; ti < N_ALL_TYPES; ti++) {
@@ -273,7 +269,7 @@ static void bench_matvec(const bench_opts *o, tpool *tp, double bw, double bw1, 
                 fprintf(stderr, "moe bench: out of memory for %s %dx%d\n", qtype_name(type), sh->cols, sh->rows);
                 continue;
             }
-            void *xq = make_acts(type, sh->cols, 1);
+            float *xq = make_acts(sh->cols, 1);
             float *y = malloc(sizeof(float) * (size_t)sh->rows);
             if (!xq || !y) {
                 free(xq);
@@ -281,8 +277,8 @@ static void bench_matvec(const bench_opts *o, tpool *tp, double bw, double bw1, 
                 free(s.buf);
                 continue;
             }
-            double t1 = time_product(one, type, &s, sh->rows, sh->cols, xq, 1, y, 0.15);
-            double tn = time_product(tp, type, &s, sh->rows, sh->cols, xq, 1, y, 0.15);
+            double t1 = time_product(one, LO_MUL_MAT_1, type, &s, sh->rows, sh->cols, xq, 1, y, 0.15);
+            double tn = time_product(tp, LO_MUL_MAT_1, type, &s, sh->rows, sh->cols, xq, 1, y, 0.15);
             double g1 = (double)s.mat_bytes / t1 / 1e9, gn = (double)s.mat_bytes / tn / 1e9;
             res->matvec[type][si] = gn;
             char dims[32];
@@ -304,7 +300,8 @@ static const int k_batches[4] = {1, 8, 32, 128};
 
 static void bench_matmul(const bench_opts *o, tpool *tp, results *res) {
     const shape *sh = &k_shapes[0];
-    printf("\nmatmul: tokens/s through one %dx%d (%s) matrix, %d threads, weights cold (working set %d MB)\n",
+    printf("\nmatmul: tokens/s through one %dx%d (%s) matrix as ggml_mul_mat_id, %d threads,\n"
+           "        weights cold (working set %d MB)\n",
            sh->cols, sh->rows, sh->name, tpool_size(tp), o->ws_mb);
     printf("%-6s %10s %10s %10s %10s %9s %9s\n", "type", "b=1", "b=8", "b=32", "b=128", "b32/b1", "b128/b1");
     for (int ti = 0; ti < N_ALL_TYPES; ti++) {
@@ -315,7 +312,7 @@ static void bench_matmul(const bench_opts *o, tpool *tp, results *res) {
             fprintf(stderr, "moe bench: out of memory for %s\n", qtype_name(type));
             continue;
         }
-        void *xq = make_acts(type, sh->cols, 128);
+        float *xq = make_acts(sh->cols, 128);
         float *y = malloc(sizeof(float) * (size_t)sh->rows * 128);
         if (!xq || !y) {
             free(xq);
@@ -325,7 +322,7 @@ static void bench_matmul(const bench_opts *o, tpool *tp, results *res) {
         }
         printf("%-6s", qtype_name(type));
         for (int bi = 0; bi < 4; bi++) {
-            double t = time_product(tp, type, &s, sh->rows, sh->cols, xq, k_batches[bi], y, 0.15);
+            double t = time_product(tp, LO_MUL_MAT_ID, type, &s, sh->rows, sh->cols, xq, k_batches[bi], y, 0.15);
             res->tok_s[type][bi] = k_batches[bi] / t;
             printf(" %10.0f", res->tok_s[type][bi]);
             fflush(stdout);

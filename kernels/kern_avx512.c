@@ -104,8 +104,11 @@ typedef struct wblk {
 } wblk;
 
 /* How msum enters: subtracted from isum (quants stored with an offset),
- * or a separate "min" term with its own scale dmin. */
-enum { MODE_OFFSET = 0, MODE_MIN = 1 };
+ * or a separate "min" term with its own scale dmin, accumulated apart and
+ * subtracted at the end (llama.cpp's repacked Q4_K gemv); MODE_GEMM is
+ * that, but in four steps per super-block, one per pair of sub-blocks
+ * (llama.cpp's repacked Q4_K gemm; Q4_K slot order only). */
+enum { MODE_OFFSET = 0, MODE_MIN = 1, MODE_GEMM = 2 };
 
 /* Activation layout of one block for the engine: float d at DOFF, NPAIR
  * int16 pairs of sub-block sums at SOFF, the int8 quants at QOFF. */
@@ -127,11 +130,55 @@ INLINE __m512i bc32(const uint8_t *p) {
 
 /* One token tile of TT tokens against one prepared block; a[t] points at
  * token t's activation block, acc[t] is its accumulator. */
-INLINE void int_tile(const int_desc *D, const wblk *w, const uint8_t *const *a, __m512 *const *acc,
+INLINE void int_tile(const int_desc *D, const wblk *w, const uint8_t *const *a, __m512 (*const *acc),
                      const int TT) {
     __m512i isum[8], msum[8];
     #pragma GCC unroll 16
     for (int t = 0; t < TT; t++) isum[t] = msum[t] = _mm512_setzero_si512();
+    if (D->mode == MODE_GEMM) {
+        /* pair j = sub-blocks 2j, 2j+1 = these k4-order slots */
+        static const int slots[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
+        __m512 dd[8], dm[8];
+        #pragma GCC unroll 16
+        for (int t = 0; t < TT; t++) {
+            float da;
+            memcpy(&da, a[t] + D->doff, 4);
+            dd[t] = _mm512_mul_ps(w->d, _mm512_set1_ps(da));
+            dm[t] = _mm512_mul_ps(w->dmin, _mm512_set1_ps(da));
+        }
+        #pragma GCC unroll 4
+        for (int jp = 0; jp < 4; jp++) {
+            __m512i ps[8];
+            #pragma GCC unroll 16
+            for (int t = 0; t < TT; t++) ps[t] = _mm512_setzero_si512();
+            #pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const int g = slots[jp][h];
+                __m512i dot[8], alt[8];
+                #pragma GCC unroll 16
+                for (int t = 0; t < TT; t++) dot[t] = alt[t] = _mm512_setzero_si512();
+                #pragma GCC unroll 8
+                for (int kk = 0; kk < 8; kk += 2) {
+                    const int k = 8 * g + kk;
+                    #pragma GCC unroll 16
+                    for (int t = 0; t < TT; t++) {
+                        dot[t] = _mm512_dpbusd_epi32(dot[t], w->q[k], bc32(a[t] + D->qoff + 4 * k));
+                        alt[t] = _mm512_dpbusd_epi32(alt[t], w->q[k + 1], bc32(a[t] + D->qoff + 4 * k + 4));
+                    }
+                }
+                #pragma GCC unroll 16
+                for (int t = 0; t < TT; t++)
+                    ps[t] = _mm512_add_epi32(ps[t], _mm512_mullo_epi32(_mm512_add_epi32(dot[t], alt[t]), w->sc[g]));
+            }
+            #pragma GCC unroll 16
+            for (int t = 0; t < TT; t++) {
+                __m512i m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w->mn[jp], bc32(a[t] + D->soff + 4 * jp));
+                acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ps[t]), dd[t], acc[t][0]);
+                acc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), dm[t], acc[t][1]);
+            }
+        }
+        return;
+    }
     if (D->nsub == 1) {
         /* two chains per token when alone, so dpbusd latency is hidden;
          * integer sums are exact, so the split changes nothing */
@@ -182,10 +229,12 @@ INLINE void int_tile(const int_desc *D, const wblk *w, const uint8_t *const *a, 
         const __m512 vda = _mm512_set1_ps(da);
         if (D->mode == MODE_OFFSET) {
             __m512i v = _mm512_sub_epi32(isum[t], msum[t]);
-            *acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(w->d, vda), _mm512_cvtepi32_ps(v), *acc[t]);
+            acc[t][0] = _mm512_fmadd_ps(_mm512_mul_ps(w->d, vda), _mm512_cvtepi32_ps(v), acc[t][0]);
         } else {
-            __m512 r = _mm512_fmadd_ps(_mm512_mul_ps(w->d, vda), _mm512_cvtepi32_ps(isum[t]), *acc[t]);
-            *acc[t] = _mm512_fnmadd_ps(_mm512_mul_ps(w->dmin, vda), _mm512_cvtepi32_ps(msum[t]), r);
+            /* llama.cpp's repacked gemv order: two accumulators, the min
+             * one subtracted when the row is done (int_matmul) */
+            acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(w->d, vda), acc[t][0]);
+            acc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(w->dmin, vda), acc[t][1]);
         }
     }
 }
@@ -198,7 +247,7 @@ INLINE void int_matmul(const kern_job *j, int r0, int r1, const int_desc *D, pre
     const int nb = j->cols / (D->nq * 4);
     static const int TT = 4;
     wblk w __attribute__((aligned(64)));
-    __m512 acc[TCHUNK];
+    __m512 acc[TCHUNK][2]; /* [1]: the min accumulator of MODE_MIN */
     const __m512i perm = _mm512_loadu_si512(k_perm16);
     for (int g = r0; g < r1; g += 16) {
         const uint8_t *rp[16];
@@ -208,7 +257,7 @@ INLINE void int_matmul(const kern_job *j, int r0, int r1, const int_desc *D, pre
         const __mmask16 smask = (__mmask16)((1u << nrow) - 1);
         for (int t0 = 0; t0 < j->ntok; t0 += TCHUNK) {
             const int nt = j->ntok - t0 < TCHUNK ? j->ntok - t0 : TCHUNK;
-            for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+            for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
             pf_stream pf = pf_start(j, rp[0], (size_t)nrow * j->wstride, nb);
             for (int b = 0; b < nb; b++) {
                 pf_step(&pf);
@@ -220,18 +269,19 @@ INLINE void int_matmul(const kern_job *j, int r0, int r1, const int_desc *D, pre
                     __m512 *pa[4];
                     for (int u = 0; u < TT; u++) {
                         a[u] = ab + (size_t)(t + u) * j->astride;
-                        pa[u] = &acc[t + u];
+                        pa[u] = acc[t + u];
                     }
                     int_tile(D, &w, a, pa, 4);
                 }
                 for (; t < nt; t++) {
                     const uint8_t *a[1] = {ab + (size_t)t * j->astride};
-                    __m512 *pa[1] = {&acc[t]};
+                    __m512 *pa[1] = {acc[t]};
                     int_tile(D, &w, a, pa, 1);
                 }
             }
             for (int t = 0; t < nt; t++) {
-                __m512 v = _mm512_permutexvar_ps(perm, acc[t]);
+                __m512 v = D->mode != MODE_OFFSET ? _mm512_sub_ps(acc[t][0], acc[t][1]) : acc[t][0];
+                v = _mm512_permutexvar_ps(perm, v);
                 _mm512_mask_storeu_ps(j->Y + (size_t)(t0 + t) * j->ystride + g, smask, v);
             }
         }
@@ -546,6 +596,7 @@ static const int_desc D_Q2_K = {64, 16, 8, MODE_MIN, 304, 256, 0, 320, 84};
 static const int_desc D_Q3_K = {64, 16, 8, MODE_OFFSET, 304, 256, 0, 320, 110};
 static const int_desc D_Q4_K = {64, 8, 4, MODE_MIN, 304, 288, 0, 320, 144};
 static const int_desc D_Q5_K = {64, 8, 4, MODE_MIN, 304, 288, 0, 320, 176};
+static const int_desc D_Q4_K_GEMM = {64, 8, 4, MODE_GEMM, 304, 288, 0, 320, 144};
 static const int_desc D_Q6_K = {64, 16, 8, MODE_OFFSET, 304, 256, 0, 320, 210};
 
 /* ------------------------------------------------------------------ */
@@ -580,9 +631,13 @@ INLINE __m128 block_update(__m128i t, __m128 dd, float da, int mode, __m128 acc)
     const __m128 s = _mm_mul_ps(dd, _mm_set1_ps(da)); /* d*da, dmin*da */
     if (mode == MODE_OFFSET)
         return _mm_fmadd_ss(s, _mm_cvtepi32_ps(_mm_sub_epi32(t, _mm_srli_si128(t, 8))), acc);
-    const __m128 f = _mm_cvtepi32_ps(t);
-    acc = _mm_fmadd_ss(s, f, acc);
-    return _mm_fnmadd_ss(_mm_movehdup_ps(s), _mm_movehl_ps(f, f), acc);
+    /* two accumulators (lane 0, lane 1) as llama.cpp's repacked gemv;
+     * the row's result is lane 0 - lane 1 (see block_final) */
+    return _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_shuffle_epi32(t, 0x08)), s, acc);
+}
+
+INLINE float block_final(__m128 acc, int mode) {
+    return mode == MODE_OFFSET ? _mm_cvtss_f32(acc) : _mm_cvtss_f32(_mm_sub_ss(acc, _mm_movehdup_ps(acc)));
 }
 
 /* One token against an unpacked block: acc updated as int_tile does. */
@@ -838,7 +893,7 @@ INLINE void direct_rows(const kern_job *j, int r, int kind, int wblk, const int 
         }
     }
     for (int i = 0; i < R; i++)
-        for (int t = 0; t < T; t++) j->Y[(size_t)t * j->ystride + r + i] = _mm_cvtss_f32(acc[i][t]);
+        for (int t = 0; t < T; t++) j->Y[(size_t)t * j->ystride + r + i] = block_final(acc[i][t], mode);
 }
 
 INLINE void direct_k(const kern_job *j, int r0, int r1, int kind, int wblk) {
@@ -867,6 +922,7 @@ K_MM(q3_K, D_Q3_K, prep_q3_K, KQ3)
 K_MM(q4_K, D_Q4_K, prep_q4_K, KQ4)
 K_MM(q5_K, D_Q5_K, prep_q5_K, KQ5)
 K_MM(q6_K, D_Q6_K, prep_q6_K, KQ6)
+INT_MM(q4_K_gemm, D_Q4_K_GEMM, prep_q4_K)
 
 /* ------------------------------------------------------------------ */
 /* Float weights: F32, F16 (activations widened to f32), BF16 (vdpbf16ps)
@@ -963,6 +1019,9 @@ static const kern_wops W_Q6_K = {16, QT_Q8_K, akq_bytes, akq_prep_nat, mm_q6_K};
 static const kern_wops W_F32 = {4, QT_F32, af32_bytes, NULL, mm_f32};
 static const kern_wops W_F16 = {4, QT_F16, af32_bytes, af16_prep, mm_f16};
 static const kern_wops W_BF16 = {4, QT_BF16, abf16_bytes, NULL, mm_bf16};
+
+static const kern_wops W_Q4_K_GEMM = {16, QT_Q8_K, akq_bytes, akq_prep_k4, mm_q4_K_gemm};
+const kern_wops *kern_avx512_q4k_gemm(void) { return &W_Q4_K_GEMM; }
 
 const kern_wops *kern_avx512_wops(int wtype) {
     switch (wtype) {

@@ -8,8 +8,10 @@
  *        are summed at the end (hsum8).  A 256-bit vpdpbusd over one group
  *        produces exactly those lanes, so acc is one ymm.
  *   GEMV repacked Q4_K: exact isum and msum per super-block, two scalar
- *        accumulators, subtracted at the end.
- *   GEMM repacked Q4_K: the same per pair of 32-value sub-blocks.
+ *        accumulators, subtracted at the end: kern_avx512.c's Q4_K kernels
+ *        accumulate exactly so and serve it.
+ *   GEMM repacked Q4_K: the same per pair of 32-value sub-blocks (also
+ *        served by kern_avx512.c's 16-row kernel).
  *   repacked Q4_0: exact isum per block, one accumulator (kern_avx512.c's
  *        16-row kernel already computes exactly that).
  *   F32/F16/BF16: ggml_vec_dot_* (4 x 16 lanes, or 2 x 16 dpbf16, over
@@ -201,7 +203,7 @@ TILE_DRIVER(mm_vec_q8_0, VEC0, T_Q8_0, 34)
 /* ------------------------------------------------------------------ */
 /* K-quants                                                            */
 
-enum { O_VEC, O_GEMV, O_GEMM };
+enum { O_VEC };
 
 /* One Q4_K/Q5_K/Q6_K super-block of one row, unpacked once per tile. */
 typedef struct kb {
@@ -212,6 +214,7 @@ typedef struct kb {
     __m128i mn;      /* Q4_K/Q5_K: the 8 mins, int16 */
     float d, dmin;
 } kb;
+
 
 INLINE void unpack_q45(const uint8_t *x, kb *k, int q5) {
     uint32_t u0, u1, u2;
@@ -296,8 +299,7 @@ INLINE __m256i lanes45(const kb *k, const alk *a) {
 /* Per-token float state of a K-quant tile. */
 typedef struct kacc {
     __m256 v;  /* VEC: the 8 lanes */
-    __m128 m;  /* VEC Q4_K: the 4 min lanes; Q5_K: lane 0 = summs;
-                  GEMV/GEMM: lane 0 = acc, lane 1 = acc_m */
+    __m128 m;  /* Q4_K: the 4 min lanes; Q5_K: lane 0 = summs */
 } kacc;
 
 enum { K_Q4, K_Q5, K_Q6 };
@@ -329,42 +331,7 @@ INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
             t = _mm_add_epi32(t, _mm_srli_si128(t, 8));                      /* (m0+m1)+(m2+m3) */
             s->m = _mm_fmadd_ss(_mm_set_ss(dmin), _mm_cvtepi32_ps(t), s->m);
         }
-        return;
     }
-    /* repacked: dd = (d_w * d_a, dmin_w * d_a) */
-    const __m128 dd = _mm_setr_ps(k->d * a->d, k->dmin * a->d, k->d * a->d, k->dmin * a->d);
-    if (order == O_GEMV) {
-        __m256i I = lanes45(k, a);
-        __m128i i4 = _mm_add_epi32(_mm256_castsi256_si128(I), _mm256_extracti128_si256(I, 1));
-        __m128i t = _mm_add_epi32(_mm_unpacklo_epi64(i4, mprod), _mm_unpackhi_epi64(i4, mprod));
-        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1)); /* isum, isum, msum, msum */
-        t = _mm_shuffle_epi32(t, 0x08);                   /* isum, msum, .. */
-        s->m = _mm_fmadd_ps(_mm_cvtepi32_ps(t), dd, s->m);
-        return;
-    }
-    /* GEMM: the scaled sums of sub-block pairs (2j, 2j+1), then four steps
-     * acc = fma(pair_j, d, acc), acc_m = fma(mprod_j, dmin, acc_m) */
-    __m256i P[4];
-    #pragma GCC unroll 4
-    for (int jj = 0; jj < 4; jj++) {
-        __m256i p0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k->W[2 * jj],
-                                         _mm256_loadu_si256((const __m256i *)(a->q + 64 * jj)));
-        __m256i p1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k->W[2 * jj + 1],
-                                         _mm256_loadu_si256((const __m256i *)(a->q + 64 * jj + 32)));
-        P[jj] = _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(_mm256_setzero_si256(), p0, _mm256_set1_epi32(k->sc[2 * jj])), p1,
-                                    _mm256_set1_epi32(k->sc[2 * jj + 1]));
-    }
-    __m256i x01 = _mm256_add_epi32(_mm256_unpacklo_epi32(P[0], P[1]), _mm256_unpackhi_epi32(P[0], P[1]));
-    __m256i x23 = _mm256_add_epi32(_mm256_unpacklo_epi32(P[2], P[3]), _mm256_unpackhi_epi32(P[2], P[3]));
-    __m256i y = _mm256_add_epi32(_mm256_unpacklo_epi64(x01, x23), _mm256_unpackhi_epi64(x01, x23));
-    __m128 pf = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1)));
-    __m128 mf = _mm_cvtepi32_ps(mprod);
-    __m128 u = _mm_unpacklo_ps(pf, mf), v = _mm_unpackhi_ps(pf, mf); /* p0 m0 p1 m1 | p2 m2 p3 m3 */
-    __m128 acc = s->m;
-    acc = _mm_fmadd_ps(u, dd, acc);
-    acc = _mm_fmadd_ps(_mm_movehl_ps(u, u), dd, acc);
-    acc = _mm_fmadd_ps(v, dd, acc);
-    s->m = _mm_fmadd_ps(_mm_movehl_ps(v, v), dd, acc);
 }
 
 INLINE float kfinal(int kind, int order, const kacc *s) {
@@ -375,7 +342,7 @@ INLINE float kfinal(int kind, int order, const kacc *s) {
         __m128 m = _mm_add_ps(s->m, _mm_movehl_ps(s->m, s->m)); /* m0+m2, m1+m3 */
         return h + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
     }
-    return _mm_cvtss_f32(_mm_sub_ss(s->m, _mm_movehdup_ps(s->m))); /* acc - acc_m */
+    return 0; /* not reached: only VEC is computed here */
 }
 
 INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int tk, const int R, const int T) {
@@ -410,8 +377,6 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
 
 #define KT(j, kind, order, wblk, r, tk, R, T) k_tile(j, kind, order, wblk, r, tk, R, T)
 TILE_DRIVER(mm_vec_q4_K, KT, K_Q4, O_VEC, 144)
-TILE_DRIVER(mm_gemv_q4_K, KT, K_Q4, O_GEMV, 144)
-TILE_DRIVER(mm_gemm_q4_K, KT, K_Q4, O_GEMM, 144)
 TILE_DRIVER(mm_vec_q5_K, KT, K_Q5, O_VEC, 176)
 TILE_DRIVER(mm_vec_q6_K, KT, K_Q6, O_VEC, 210)
 
@@ -545,8 +510,6 @@ static const kern_wops L_VEC_Q4_0 = {2, QT_Q8_0, al0_bytes, al0_prep4, mm_vec_q4
 static const kern_wops L_VEC_Q5_0 = {2, QT_Q8_0, al0_bytes, al0_prep5, mm_vec_q5_0};
 static const kern_wops L_VEC_Q8_0 = {2, QT_Q8_0, al0_bytes, al0_prep8, mm_vec_q8_0};
 static const kern_wops L_VEC_Q4_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q4_K};
-static const kern_wops L_GEMV_Q4_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_gemv_q4_K};
-static const kern_wops L_GEMM_Q4_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_gemm_q4_K};
 static const kern_wops L_VEC_Q5_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q5_K};
 static const kern_wops L_VEC_Q6_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q6_K};
 static const kern_wops L_VEC_F32 = {4, QT_F32, af32_bytes, NULL, mm_vec_f32};
@@ -567,7 +530,9 @@ const kern_wops *kern_avx512_lo(int wtype, int kernel, int repacked) {
     }
     if (repacked) {
         if (wtype == QT_Q4_0) return kern_avx512_wops(QT_Q4_0); /* exact per-block isum: the same order */
-        if (wtype == QT_Q4_K) return kernel == KERN_LO_GEMM ? &L_GEMM_Q4_K : &L_GEMV_Q4_K;
+        /* gemv: kern_avx512.c's Q4_K kernels (per-row for 1-2 tokens, 16
+         * rows interleaved for batches) accumulate in exactly this order */
+        if (wtype == QT_Q4_K) return kernel == KERN_LO_GEMM ? kern_avx512_q4k_gemm() : kern_avx512_wops(QT_Q4_K);
         return NULL;
     }
     if (kernel != KERN_LO_VEC) return NULL;
