@@ -8,8 +8,8 @@
  *     kern_matmul, kern_matmul_q and kern_matmul_multi;
  * plus the thread pool (every thread runs once per run, barrier, wake-up
  * after sleeping, -t parsing) and argument checks.
- * `test_kernels --print-path` prints the path kern_init chose (used by
- * test_kernels_paths.sh to check MOE_KERNEL). */
+ * `test_kernels --print-path` prints the path kern_init chose and
+ * `--supported` the paths this CPU can run (for test_kernels_paths.sh). */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -462,6 +462,11 @@ static void test_checks(void) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--print-path")) {
         printf("%s\n", kern_path_name(kern_get_path()));
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "--supported")) { /* paths this CPU can run */
+        for (int p = KERN_SCALAR; p <= KERN_AVX512; p++)
+            if (kern_path_supported((enum kern_path)p)) printf("%s\n", kern_path_name((enum kern_path)p));
         return 0;
     }
     if (argc > 1 && !strcmp(argv[1], "--llama-order")) { /* child of run_llama_order_child */
