@@ -446,6 +446,10 @@ INLINE float fvec_dot(int ft, int n, const uint8_t *x, const uint8_t *y) {
     return (float)sum;
 }
 
+float kern_avx512_dot_f32_llama(int n, const float *x, const float *y) {
+    return fvec_dot(F_F32, n, (const uint8_t *)x, (const uint8_t *)y);
+}
+
 /* Activations of the float kernels are in the weight's own format. */
 static size_t af32_bytes(int cols) { return (size_t)cols * 4; }
 static size_t af16_bytes(int cols) { return (size_t)cols * 2; }

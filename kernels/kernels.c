@@ -366,6 +366,16 @@ bool kern_matmul_llama_path(enum kern_path p, tpool *tp, int k, bool repacked, i
     return true;
 }
 
+bool kern_dot_f32_llama_path(enum kern_path p, int n, const float *x, const float *y, float *out) {
+    if (p != KERN_AVX512 || !kern_path_supported(p)) return false;
+    *out = kern_avx512_dot_f32_llama(n, x, y);
+    return true;
+}
+
+bool kern_dot_f32_llama(int n, const float *x, const float *y, float *out) {
+    return kern_dot_f32_llama_path(kern_get_path(), n, x, y, out);
+}
+
 bool kern_matmul_llama(tpool *tp, enum lo_kernel k, bool repacked, int wtype, const void *W, int rows, int cols,
                        const void *Aq, size_t astride, int ntok, float *Y) {
     return kern_matmul_llama_path(kern_get_path(), tp, (int)k, repacked, wtype, W, rows, cols, Aq, astride, ntok, Y);

@@ -78,6 +78,11 @@ void kern_matmul_multi(tpool *tp, const kern_mm *mm, int n);
 bool kern_matmul_llama_path(enum kern_path p, tpool *tp, int k, bool repacked, int wtype, const void *W, int rows,
                             int cols, const void *Aq, size_t astride, int ntok, float *Y);
 
+/* lo_dot_f32 (ggml_vec_dot_f32's order) with SIMD: *out gets its bits.
+ * False when the current path has no such kernel. */
+bool kern_dot_f32_llama(int n, const float *x, const float *y, float *out);
+bool kern_dot_f32_llama_path(enum kern_path p, int n, const float *x, const float *y, float *out);
+
 /* Tolerance of a SIMD result against the scalar reference vec_dot, for a
  * dot product of n values whose terms have absolute sum `abs_sum`
  * (sum |w_i * a_i| over the dequantized values):

@@ -341,6 +341,16 @@ static void test_llama_order(enum kern_path p, tpool *tp1, tpool *tp2) {
             }
     }
     CHECK(cases > 0 || p != KERN_AVX512, "%s: no llama-order kernel ran", kern_path_name(p));
+    if (p == KERN_AVX512) { /* the attention dot product: lengths with and without a tail */
+        int dbad = 0;
+        float x[300], z[300];
+        for (int i = 0; i < 300; i++) x[i] = arand(), z[i] = arand();
+        for (int n = 1; n < 300; n += 7) {
+            float r = lo_dot_f32(n, x, z), s = 0;
+            if (!kern_dot_f32_llama_path(p, n, x, z, &s) || memcmp(&r, &s, 4)) dbad++;
+        }
+        CHECK(dbad == 0, "%d dot products differ from lo_dot_f32", dbad);
+    }
     CHECK(bad == 0, "%s: %d of %d llama-order products differ from lo_matmul", kern_path_name(p), bad, cases);
     printf("path %s: %d llama-order cases bitwise equal to lo_matmul\n", kern_path_name(p), cases - bad);
 }
