@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "quant.h"
 
 /* ---- horizontal sums ---- */
@@ -46,6 +47,8 @@ static float reduce4x16(float s[4][16]) {
 /* ggml_vec_dot_f32: 4 accumulators of 16 lanes over 64-value steps, the
  * tail as float FMAs (the C loop `sumf += x*y` is contracted). */
 float lo_dot_f32(int n, const float *x, const float *y) {
+    float r; /* SIMD kernel with these exact bits (kernels.h), if the path has one */
+    if (kern_dot_f32_llama(n, x, y, &r)) return r;
     float s[4][16] = {{0}};
     const int np = n & ~63;
     for (int i = 0; i < np; i += 64)
