@@ -65,8 +65,10 @@ kern_quant_fn kern_avx2_quant(int act_type);
  * gemm), repacked whether the weights were repacked.  NULL: not covered. */
 enum { KERN_LO_VEC = 0, KERN_LO_TINY = 1, KERN_LO_GEMM = 2 };
 const kern_wops *kern_avx512_lo(int wtype, int kernel, int repacked);
+const kern_wops *kern_avx2_lo(int wtype, int kernel, int repacked);
 /* ggml_vec_dot_f32's order (lo_dot_f32) */
 float kern_avx512_dot_f32_llama(int n, const float *x, const float *y);
+float kern_avx2_dot_f32_llama(int n, const float *x, const float *y);
 /* kern_avx512.c's 16-row Q4_K kernel in llama.cpp's repacked gemm order */
 const kern_wops *kern_avx512_q4k_gemm(void);
 

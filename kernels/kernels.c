@@ -350,6 +350,7 @@ bool kern_matmul_llama_path(enum kern_path p, tpool *tp, int k, bool repacked, i
                             int cols, const void *Aq, size_t astride, int ntok, float *Y) {
     const kern_wops *ops = NULL;
     if (p == KERN_AVX512 && kern_path_supported(p)) ops = kern_avx512_lo(wtype, k, repacked);
+    if (p == KERN_AVX2 && kern_path_supported(p)) ops = kern_avx2_lo(wtype, k, repacked);
     if (!ops) return false;
     check_or_die("kern_matmul_llama", wtype, rows, cols, ntok);
     if (ntok == 0) return true;
@@ -367,8 +368,8 @@ bool kern_matmul_llama_path(enum kern_path p, tpool *tp, int k, bool repacked, i
 }
 
 bool kern_dot_f32_llama_path(enum kern_path p, int n, const float *x, const float *y, float *out) {
-    if (p != KERN_AVX512 || !kern_path_supported(p)) return false;
-    *out = kern_avx512_dot_f32_llama(n, x, y);
+    if (p == KERN_SCALAR || !kern_path_supported(p)) return false;
+    *out = p == KERN_AVX512 ? kern_avx512_dot_f32_llama(n, x, y) : kern_avx2_dot_f32_llama(n, x, y);
     return true;
 }
 
