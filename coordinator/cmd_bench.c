@@ -182,14 +182,15 @@ static bool wset_make(wset *s, int type, int rows, int cols, size_t ws_bytes) {
 }
 
 /* Seconds per call of a ntok-token product (op as in the forward pass),
- * best of 3 runs, each going at least once through the working set and
- * lasting >= min_s.  Includes quantizing the activations, as the engine. */
+ * best of 3 runs of >= min_s (and >= 3 calls).  Calls go through the
+ * copies in turn, the warm-up call's copy last, so no call finds its
+ * matrix in cache.  Includes quantizing the activations, as the engine. */
 static double time_product(tpool *tp, enum lo_op op, int type, const wset *s, int rows, int cols, const float *x,
                            int ntok, float *y, double min_s) {
     double best = 1e30;
-    int c = 0;
+    int c = 1;
     const bool rep = lo_repacked(type, rows, true);
-    lo_matmul(tp, op, rep, type, s->buf, rows, cols, x, ntok, y); /* warm-up */
+    lo_matmul(tp, op, rep, type, s->buf, rows, cols, x, ntok, y); /* warm-up, copy 0 */
     for (int r = 0; r < 3; r++) {
         int calls = 0;
         double t0 = now_s(), t;
@@ -198,7 +199,7 @@ static double time_product(tpool *tp, enum lo_op op, int type, const wset *s, in
             c = (c + 1) % s->copies;
             calls++;
             t = now_s() - t0;
-        } while (calls < s->copies || t < min_s);
+        } while (calls < 3 || t < min_s);
         if (t / calls < best) best = t / calls;
     }
     return best;

@@ -69,6 +69,8 @@ const kern_wops *kern_avx2_lo(int wtype, int kernel, int repacked);
 /* ggml_vec_dot_f32's order (lo_dot_f32) */
 float kern_avx512_dot_f32_llama(int n, const float *x, const float *y);
 float kern_avx2_dot_f32_llama(int n, const float *x, const float *y);
+/* Q2_K / Q3_K in the order of quant.h's scalar vec_dot (lo_matmul's) */
+const kern_wops *kern_avx512_ref_k(int wtype);
 /* kern_avx512.c's 16-row Q4_K kernel in llama.cpp's repacked gemm order */
 const kern_wops *kern_avx512_q4k_gemm(void);
 

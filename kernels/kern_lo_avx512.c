@@ -547,6 +547,8 @@ const kern_wops *kern_avx512_lo(int wtype, int kernel, int repacked) {
     case QT_Q4_K: return &L_VEC_Q4_K;
     case QT_Q5_K: return &L_VEC_Q5_K;
     case QT_Q6_K: return &L_VEC_Q6_K;
+    case QT_Q2_K:
+    case QT_Q3_K: return kern_avx512_ref_k(wtype); /* lo_matmul: the scalar reference's order */
     case QT_F32: return &L_VEC_F32;
     case QT_F16: return &L_VEC_F16;
     case QT_BF16: return &L_VEC_BF16;

@@ -294,7 +294,8 @@ static void test_multi(tpool *tp) {
  * cover, on odd shapes and any thread count.  Run in a process whose
  * global path is scalar (see main), so lo_matmul is the scalar code. */
 static void test_llama_order(enum kern_path p, tpool *tp1, tpool *tp2) {
-    static const int types[] = {QT_Q4_0, QT_Q5_0, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K, QT_F32, QT_F16, QT_BF16};
+    static const int types[] = {QT_Q4_0, QT_Q5_0, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K,
+                                QT_Q2_K, QT_Q3_K, QT_F32,  QT_F16,  QT_BF16};
     static const int rows_list[] = {8, 9, 24};
     static const enum lo_kernel kernels[] = {LO_K_VEC, LO_K_TINY, LO_K_GEMM};
     int bad = 0, cases = 0;
