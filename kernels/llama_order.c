@@ -457,7 +457,8 @@ void lo_matmul(tpool *tp, enum lo_op op, bool repacked, int wtype, const void *W
     const size_t as = qtype_row_size(at, cols);
     uint8_t *A = malloc(as * (size_t)(ntok > 0 ? ntok : 1));
     if (!A) abort(); /* out of memory mid-step: nothing to recover */
-    for (int t = 0; t < ntok; t++) qtype_get(at)->from_float(X + (size_t)t * cols, A + (size_t)t * as, cols);
+    /* kern_quantize_act: the from_float bytes, vectorised (test_kernels) */
+    for (int t = 0; t < ntok; t++) kern_quantize_act(wtype, X + (size_t)t * cols, A + (size_t)t * as, cols);
     const enum lo_kernel k = kernel_of(op, repacked, wtype, rows, cols);
     if (kern_matmul_llama(tp, k, repacked, wtype, W, rows, cols, A, as, ntok, Y)) {
         free(A);
