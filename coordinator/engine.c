@@ -1,5 +1,6 @@
 /* The single-process engine: the whole model in this process, one KV cache
- * per sequence, the forward pass of moe/forward.c. */
+ * per sequence, the forward pass of moe/forward.c.  Under mpirun the same
+ * calls go to the cluster (engine_mpi.c). */
 #include "engine.h"
 
 #include <stdio.h>
@@ -17,9 +18,16 @@ struct engine {
     tpool *tp;
     int n_ctx;                          /* positions per sequence cache */
     moe_kvcache *seq[ENGINE_MAX_SEQ];   /* created on first use */
+    int held[ENGINE_MAX_SEQ];           /* positions each sequence's cache holds */
     char desc[128];
     engine_mpi *mpi;                    /* under mpirun: the cluster does the work (engine_mpi.c) */
 };
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) abort(); /* out of memory mid-step: nothing sensible to recover */
+    return p;
+}
 
 engine *engine_open(const engine_opts *o, char *err, size_t errlen) {
     engine *e = calloc(1, sizeof *e);
@@ -66,36 +74,127 @@ void engine_reset(engine *e, int seq) {
     if (seq < 0 || seq >= ENGINE_MAX_SEQ) return;
     moe_kvcache_free(e->seq[seq]);
     e->seq[seq] = NULL;
+    e->held[seq] = 0;
+}
+
+/* Checks every request of a batch (the same rules in the cluster, where
+ * engine_mpi.c repeats them against its own limits). */
+static bool check_reqs(engine *e, int n_req, const engine_req *r, char *err, size_t errlen) {
+    const int V = e->model->hp.n_vocab;
+    if (n_req <= 0) return snprintf(err, errlen, "empty batch"), false;
+    for (int i = 0; i < n_req; i++) {
+        const int s = r[i].seq;
+        if (s < 0 || s >= ENGINE_MAX_SEQ)
+            return snprintf(err, errlen, "sequence id %d out of range [0, %d)", s, ENGINE_MAX_SEQ), false;
+        for (int j = 0; j < i; j++)
+            if (r[j].seq == s) return snprintf(err, errlen, "sequence %d appears twice in one batch", s), false;
+        if (r[i].n <= 0 || !r[i].tokens) return snprintf(err, errlen, "sequence %d: no tokens", s), false;
+        for (int t = 0; t < r[i].n; t++)
+            if (r[i].tokens[t] < 0 || r[i].tokens[t] >= V)
+                return snprintf(err, errlen, "token id %d at index %d is outside the vocabulary [0, %d)",
+                                r[i].tokens[t], t, V),
+                       false;
+        if (r[i].pos0 < 0 || r[i].pos0 > e->held[s])
+            return snprintf(err, errlen, "sequence %d holds %d positions, cannot continue at %d", s, e->held[s],
+                            r[i].pos0),
+                   false;
+        if (r[i].n > e->n_ctx - r[i].pos0)
+            return snprintf(err, errlen, "context full: %d positions requested, the cache holds %d",
+                            r[i].pos0 + r[i].n, e->n_ctx),
+                   false;
+    }
+    for (int i = 0; i < n_req; i++) {
+        const int s = r[i].seq;
+        if (!e->seq[s] && !(e->seq[s] = moe_kvcache_new(&e->model->hp, 0, e->model->hp.n_layer, e->n_ctx)))
+            return snprintf(err, errlen, "out of memory for the KV cache (%d positions)", e->n_ctx), false;
+    }
+    return true;
+}
+
+/* x[i] += MoE FFN of layer il for every request.  Router, shared expert
+ * and combine run per request (their llama.cpp order depends on the row
+ * count); each routed expert runs once over the rows of all requests that
+ * chose it, which is the same per row (mul_mat_id order). */
+static void moe_layer_batch(engine *e, int il, int nr, const engine_req *r, float **x) {
+    const moe_model *m = e->model;
+    const int H = m->hp.n_embd, K = m->hp.n_expert_used, E = m->hp.n_expert;
+    int T = 0;
+    for (int i = 0; i < nr; i++) T += r[i].n;
+    float *h = xmalloc(sizeof(float) * (size_t)T * H);      /* [T][H] FFN inputs, requests back to back */
+    int *ids = xmalloc(sizeof(int) * (size_t)T * K);        /* [T][K] chosen experts */
+    float *w = xmalloc(sizeof(float) * (size_t)T * K);      /* [T][K] their weights */
+    float *y = xmalloc(sizeof(float) * (size_t)T * K * H);  /* [T][K][H] expert outputs */
+    float *sh = m->hp.n_expert_shared > 0 ? xmalloc(sizeof(float) * (size_t)T * H) : NULL;
+    for (int i = 0, t0 = 0; i < nr; t0 += r[i].n, i++) {
+        float *hi = h + (size_t)t0 * H;
+        moe_ffn_norm(m, il, x[i], r[i].n, hi);
+        moe_router(m, il, hi, r[i].n, ids + (size_t)t0 * K, w + (size_t)t0 * K, e->tp);
+        if (sh) moe_shared_ffn(m, il, hi, r[i].n, sh + (size_t)t0 * H, e->tp);
+    }
+    float *xin = xmalloc(sizeof(float) * (size_t)T * K * H), *yout = xmalloc(sizeof(float) * (size_t)T * K * H);
+    int *sel = xmalloc(sizeof(int) * (size_t)T * K);
+    for (int ex = 0; ex < E; ex++) {
+        int cnt = 0;
+        for (int j = 0; j < T * K; j++)
+            if (ids[j] == ex) sel[cnt++] = j;
+        if (!cnt) continue;
+        for (int k = 0; k < cnt; k++)
+            memcpy(xin + (size_t)k * H, h + (size_t)(sel[k] / K) * H, sizeof(float) * (size_t)H);
+        moe_expert_ffn(m, il, ex, xin, cnt, yout, e->tp);
+        for (int k = 0; k < cnt; k++) memcpy(y + (size_t)sel[k] * H, yout + (size_t)k * H, sizeof(float) * (size_t)H);
+    }
+    float *f = xmalloc(sizeof(float) * (size_t)T * H);
+    for (int i = 0, t0 = 0; i < nr; t0 += r[i].n, i++) {
+        float *fi = f + (size_t)t0 * H;
+        moe_combine(r[i].n, K, H, w + (size_t)t0 * K, y + (size_t)t0 * K * H, sh ? sh + (size_t)t0 * H : NULL, fi);
+        for (size_t k = 0; k < (size_t)r[i].n * H; k++) x[i][k] = fi[k] + x[i][k];
+    }
+    free(f), free(sel), free(yout), free(xin), free(sh), free(y), free(w), free(ids), free(h);
+}
+
+/* Several requests layer by layer, in this process. */
+static void forward_batch_local(engine *e, int nr, const engine_req *r) {
+    const moe_model *m = e->model;
+    const int H = m->hp.n_embd;
+    float **x = xmalloc(sizeof *x * (size_t)nr);
+    for (int i = 0; i < nr; i++) {
+        x[i] = xmalloc(sizeof(float) * (size_t)r[i].n * H);
+        moe_embed(m, r[i].tokens, r[i].n, x[i]);
+    }
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        for (int i = 0; i < nr; i++)
+            moe_attention(m, il, moe_kvcache_layer(e->seq[r[i].seq], il), r[i].pos0, r[i].n, x[i], e->tp);
+        if (m->layers[il].is_moe) moe_layer_batch(e, il, nr, r, x);
+        else
+            for (int i = 0; i < nr; i++) moe_ffn_block_local(m, il, x[i], r[i].n, e->tp);
+    }
+    for (int i = 0; i < nr; i++) {
+        if (r[i].logits) {
+            if (r[i].all_rows) moe_output(m, x[i], r[i].n, r[i].logits, e->tp);
+            else moe_output(m, x[i] + (size_t)(r[i].n - 1) * H, 1, r[i].logits, e->tp);
+        }
+        free(x[i]);
+    }
+    free(x);
+}
+
+bool engine_forward_batch(engine *e, int n_req, const engine_req *reqs, char *err, size_t errlen) {
+    if (e->mpi) return engine_mpi_forward_batch(e->mpi, n_req, reqs, err, errlen);
+    if (!check_reqs(e, n_req, reqs, err, errlen)) return false;
+    if (n_req == 1) {
+        /* one request: the plain whole-model pass (the reference path) */
+        const engine_req *r = reqs;
+        if (!moe_forward_local(e->model, e->seq[r->seq], r->tokens, r->n, r->pos0, r->logits, !r->all_rows, e->tp))
+            return snprintf(err, errlen, "forward pass failed"), false;
+    } else {
+        forward_batch_local(e, n_req, reqs);
+    }
+    for (int i = 0; i < n_req; i++) e->held[reqs[i].seq] = reqs[i].pos0 + reqs[i].n;
+    return true;
 }
 
 bool engine_forward(engine *e, int seq, const int *tokens, int n, int pos0, float *logits, bool all_rows,
                     char *err, size_t errlen) {
-    if (e->mpi) return engine_mpi_forward(e->mpi, seq, tokens, n, pos0, logits, all_rows, err, errlen);
-    const moe_hparams *hp = &e->model->hp;
-    if (seq < 0 || seq >= ENGINE_MAX_SEQ) {
-        snprintf(err, errlen, "sequence id %d out of range [0, %d)", seq, ENGINE_MAX_SEQ);
-        return false;
-    }
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab) {
-            snprintf(err, errlen, "token id %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
-                     hp->n_vocab);
-            return false;
-        }
-    if (pos0 + n > e->n_ctx) {
-        snprintf(err, errlen, "context full: %d positions requested, the cache holds %d", pos0 + n, e->n_ctx);
-        return false;
-    }
-    if (!e->seq[seq]) {
-        e->seq[seq] = moe_kvcache_new(hp, 0, hp->n_layer, e->n_ctx);
-        if (!e->seq[seq]) {
-            snprintf(err, errlen, "out of memory for the KV cache (%d positions)", e->n_ctx);
-            return false;
-        }
-    }
-    if (!moe_forward_local(e->model, e->seq[seq], tokens, n, pos0, logits, !all_rows, e->tp)) {
-        snprintf(err, errlen, "forward pass failed");
-        return false;
-    }
-    return true;
+    engine_req r = {.seq = seq, .tokens = tokens, .n = n, .pos0 = pos0, .logits = logits, .all_rows = all_rows};
+    return engine_forward_batch(e, 1, &r, err, errlen);
 }

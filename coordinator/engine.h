@@ -42,6 +42,26 @@ const char *engine_desc(const engine *e); /* e.g. "1 process, 2 threads, avx512"
  * an error message on failure (bad token id, context full, dead rank). */
 bool engine_forward(engine *e, int seq, const int *tokens, int n, int pos0, float *logits,
                     bool all_rows, char *err, size_t errlen);
+
+/* One request of a batch: the next tokens of one sequence. */
+typedef struct engine_req {
+    int seq;           /* sequence id, at most once per batch */
+    const int *tokens; /* [n] token ids */
+    int n;             /* tokens, >= 1 */
+    int pos0;          /* first position: the sequence's cache must hold exactly pos0 positions */
+    float *logits;     /* out: [n][V] (all_rows) or [1][V] for the last token; may be NULL */
+    bool all_rows;     /* logits of every row, or only of the last */
+} engine_req;
+
+/* Runs several sequences at once: a decode step of many concurrent
+ * sequences, several prompts, or a mix.  Each request's logits are
+ * bitwise what engine_forward gives for it alone: sequences never share
+ * an operation whose float order depends on its row count (attention,
+ * router, shared and dense FFN, output head run per request); only the
+ * routed experts (llama.cpp's mul_mat_id, row-independent) see rows of
+ * several sequences.  All requests are checked before any runs. */
+bool engine_forward_batch(engine *e, int n_req, const engine_req *reqs, char *err, size_t errlen);
+
 /* Forgets the cached positions of a sequence. */
 void engine_reset(engine *e, int seq);
 

@@ -15,15 +15,28 @@
 
 #define INFO_MAX 512 /* bytes of one packed RankInfo */
 
+/* A unit of the batch in flight: which rows of which request it carries. */
+typedef struct unit_out {
+    int req;                 /* request index in the batch */
+    int row0;                /* its first row within the request */
+    int n;                   /* rows */
+    bool back;               /* its rows are back from the last stage */
+} unit_out;
+
 struct engine_mpi {
     cl_rank c;               /* this rank's runtime (rank 0) */
     char desc[160];
     int held[CL_MAX_SEQ];    /* positions each sequence's caches hold */
     bool stats;              /* print per-rank stats at close */
     struct stats_sum *sum;   /* --stats totals being gathered */
-    float *x;                /* [n][H] hidden rows of the forward in flight */
-    int outs;                /* micro-batches still out */
-    int pos0;                /* first position of the forward in flight */
+    /* The batch in flight. */
+    const engine_req *reqs;  /* [n_req] its requests */
+    int n_req;
+    float **x;               /* [n_req] hidden rows [n][H] of each request */
+    int *left;               /* [n_req] units of each request still out (-1: output head done) */
+    unit_out *units;         /* [n_units] */
+    int n_units;
+    int outs;                /* units still out */
 };
 
 bool engine_mpi_wanted(void) {
@@ -227,82 +240,151 @@ engine_mpi *engine_mpi_open(const engine_opts *o, char *err, size_t errlen) {
 const moe_model *engine_mpi_model(const engine_mpi *e) { return e->c.model; }
 const char *engine_mpi_desc(const engine_mpi *e) { return e->desc; }
 
-/* OUT message: rows of one micro-batch back from the last stage. */
+/* OUT message: the rows of one unit back from the last stage. */
 static void on_out(void *ctx, void *msg) {
     engine_mpi *e = ctx;
     cl_hdr h;
     memcpy(&h, msg, sizeof h);
     const int H = e->c.model->hp.n_embd;
-    memcpy(e->x + (size_t)(h.pos0 - e->pos0) * H, cl_rows(msg), sizeof(float) * (size_t)h.n * H);
+    unit_out *u = h.mb >= 0 && h.mb < e->n_units ? &e->units[h.mb] : NULL;
+    if (!u || u->back || h.seq != e->reqs[u->req].seq || h.pos0 != e->reqs[u->req].pos0 + u->row0 || h.n != u->n)
+        cl_die(&e->c, "unexpected output rows (unit %d, sequence %d, positions %d+%d)", h.mb, h.seq, h.pos0, h.n);
+    memcpy(e->x[u->req] + (size_t)u->row0 * H, cl_rows(msg), sizeof(float) * (size_t)h.n * H);
+    u->back = true;
+    e->left[u->req]--;
     e->outs--;
     free(msg);
 }
 
-bool engine_mpi_forward(engine_mpi *e, int seq, const int *tokens, int n, int pos0, float *logits, bool all_rows,
-                        char *err, size_t errlen) {
+/* Rows per micro-batch of an n-token request.  A prompt is cut into at
+ * least two micro-batches (one per stage if there are more stages), so
+ * stages and workers work on different parts at once; never into 1-row
+ * pieces: llama.cpp computes a 1-row product in another order (see
+ * kernels/llama_order.h), so such a piece would change the bits.
+ * MOE_MICROBATCH sets the rows (at least 2). */
+static int microbatch_rows(int n, int n_stages) {
+    const char *env = getenv("MOE_MICROBATCH");
+    int per = env && atoi(env) > 0 ? atoi(env) : 0;
+    if (!per) {
+        int parts = n_stages > 2 ? n_stages : 2;
+        per = (n + parts - 1) / parts;
+    }
+    return per < 2 ? 2 : per;
+}
+
+static bool check_reqs(engine_mpi *e, int n_req, const engine_req *r, char *err, size_t errlen) {
+    const cl_rank *c = &e->c;
+    const int V = c->model->hp.n_vocab;
+    if (n_req <= 0) return snprintf(err, errlen, "empty batch"), false;
+    for (int i = 0; i < n_req; i++) {
+        const int s = r[i].seq;
+        if (s < 0 || s >= CL_MAX_SEQ) return snprintf(err, errlen, "sequence id %d out of range [0, %d)", s, CL_MAX_SEQ), false;
+        for (int j = 0; j < i; j++)
+            if (r[j].seq == s) return snprintf(err, errlen, "sequence %d appears twice in one batch", s), false;
+        if (r[i].n <= 0 || !r[i].tokens) return snprintf(err, errlen, "sequence %d: no tokens", s), false;
+        for (int t = 0; t < r[i].n; t++)
+            if (r[i].tokens[t] < 0 || r[i].tokens[t] >= V)
+                return snprintf(err, errlen, "token id %d at index %d is outside the vocabulary [0, %d)",
+                                r[i].tokens[t], t, V),
+                       false;
+        if (r[i].pos0 < 0 || r[i].pos0 > e->held[s])
+            return snprintf(err, errlen, "sequence %d holds %d positions, cannot continue at %d", s, e->held[s],
+                            r[i].pos0),
+                   false;
+        if (r[i].n > c->n_ctx - r[i].pos0)
+            return snprintf(err, errlen, "context full: %d positions requested, the cache holds %d",
+                            r[i].pos0 + r[i].n, c->n_ctx),
+                   false;
+    }
+    return true;
+}
+
+/* Output head of request i, as one process computes it. */
+static void output_head(engine_mpi *e, int i) {
+    const engine_req *r = &e->reqs[i];
+    const moe_model *m = e->c.model;
+    cl_doing(&e->c, "coordinator: output head of sequence %d", r->seq);
+    if (r->logits) {
+        if (r->all_rows) moe_output(m, e->x[i], r->n, r->logits, e->c.tp);
+        else moe_output(m, e->x[i] + (size_t)(r->n - 1) * m->hp.n_embd, 1, r->logits, e->c.tp);
+    }
+    e->left[i] = -1;
+}
+
+bool engine_mpi_forward_batch(engine_mpi *e, int n_req, const engine_req *reqs, char *err, size_t errlen) {
     cl_rank *c = &e->c;
     const moe_model *m = c->model;
     const int H = m->hp.n_embd;
-    if (seq < 0 || seq >= CL_MAX_SEQ)
-        return snprintf(err, errlen, "sequence id %d out of range [0, %d)", seq, CL_MAX_SEQ), false;
-    if (n <= 0) return snprintf(err, errlen, "no tokens"), false;
-    if (pos0 < 0 || pos0 > e->held[seq])
-        return snprintf(err, errlen, "sequence %d holds %d positions, cannot continue at %d", seq, e->held[seq], pos0),
-               false;
-    if (pos0 + n > c->n_ctx)
-        return snprintf(err, errlen, "context full: %d positions requested, the cache holds %d", pos0 + n, c->n_ctx),
-               false;
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
-            return snprintf(err, errlen, "token id %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
-                            m->hp.n_vocab),
-                   false;
-    e->x = malloc(sizeof(float) * (size_t)n * H);
-    if (!e->x) return snprintf(err, errlen, "out of memory"), false;
-    moe_embed(m, tokens, n, e->x);
-
-    /* Micro-batches keep several stages busy at once: stage s+1 runs batch
-     * b while stage s runs batch b+1.  MOE_MICROBATCH sets rows per batch
-     * (default: one batch per stage). */
-    const char *mbs = getenv("MOE_MICROBATCH");
-    int per = mbs && atoi(mbs) > 0 ? atoi(mbs) : (n + c->plan.n_stages - 1) / c->plan.n_stages;
-    e->pos0 = pos0;
-    e->outs = 0;
+    if (!check_reqs(e, n_req, reqs, err, errlen)) return false;
+    e->reqs = reqs;
+    e->n_req = n_req;
+    e->x = calloc((size_t)n_req, sizeof *e->x);
+    e->left = calloc((size_t)n_req, sizeof *e->left);
+    int cap = 0;
+    for (int i = 0; i < n_req; i++) cap += (reqs[i].n + 1) / 2;
+    e->units = calloc((size_t)cap, sizeof *e->units);
+    if (!e->x || !e->left || !e->units) abort();
+    e->n_units = 0;
+    for (int i = 0; i < n_req; i++) {
+        e->x[i] = malloc(sizeof(float) * (size_t)reqs[i].n * H);
+        if (!e->x[i]) abort();
+        moe_embed(m, reqs[i].tokens, reqs[i].n, e->x[i]);
+        const int per = microbatch_rows(reqs[i].n, c->plan.n_stages);
+        for (int i0 = 0; i0 < reqs[i].n;) {
+            int rows = reqs[i].n - i0 < per ? reqs[i].n - i0 : per;
+            if (reqs[i].n - i0 - rows == 1) rows++; /* no 1-row tail */
+            e->units[e->n_units++] = (unit_out){.req = i, .row0 = i0, .n = rows};
+            e->left[i]++;
+            i0 += rows;
+        }
+    }
+    /* Every unit goes to stage 0 now, in request order; the stages keep
+     * as many in flight as they can. */
     c->on_out = on_out;
     c->out_ctx = e;
-    for (int i0 = 0, mb = 0; i0 < n; i0 += per, mb++) {
-        int rows = n - i0 < per ? n - i0 : per;
-        cl_hdr h = {.stage = 0, .seq = seq, .pos0 = pos0 + i0, .n = rows, .mb = mb};
-        void *msg = cl_msg(&h, sizeof(float) * (size_t)rows * H);
-        memcpy(cl_rows(msg), e->x + (size_t)i0 * H, sizeof(float) * (size_t)rows * H);
-        cl_post(c, c->plan.stage_rank[0], CL_TAG_STAGE, msg, sizeof h + sizeof(float) * (size_t)rows * H);
-        e->outs++;
+    for (int k = 0; k < e->n_units; k++) {
+        const unit_out *u = &e->units[k];
+        const engine_req *r = &reqs[u->req];
+        cl_hdr h = {.stage = 0, .seq = r->seq, .pos0 = r->pos0 + u->row0, .n = u->n, .mb = k};
+        size_t bytes = sizeof(float) * (size_t)u->n * H;
+        void *msg = cl_msg(&h, bytes);
+        memcpy(cl_rows(msg), e->x[u->req] + (size_t)u->row0 * H, bytes);
+        cl_post(c, c->plan.stage_rank[0], CL_TAG_STAGE, msg, sizeof h + bytes);
     }
-    cl_doing(c, "coordinator: waiting for seq %d positions %d-%d", seq, pos0, pos0 + n - 1);
-    double t0 = cl_now(), last = t0;
-    int polls = 0, outs = e->outs;
-    while (e->outs > 0) {
-        if (cl_serve_one(c)) {
-            polls = 0;
-            cl_doing(c, "coordinator: waiting for seq %d positions %d-%d", seq, pos0, pos0 + n - 1);
-        } else {
-            cl_idle(c, &polls);
+    e->outs = e->n_units;
+    cl_doing(c, "coordinator: waiting for %d units of %d sequences", e->outs, n_req);
+    double last = cl_now();
+    int polls = 0, outs = e->outs, heads = 0;
+    while (heads < n_req) {
+        if (cl_serve_one(c)) polls = 0;
+        else cl_idle(c, &polls);
+        if (e->outs != outs) {
+            outs = e->outs, last = cl_now();
+            /* a request whose rows are all back: its head now, while the
+             * others are still in the pipeline */
+            for (int i = 0; i < n_req; i++)
+                if (!e->left[i]) output_head(e, i), heads++;
+            cl_doing(c, "coordinator: waiting for %d units of %d sequences", e->outs, n_req);
         }
-        if (e->outs != outs) outs = e->outs, last = cl_now();
         if (cl_now() - last > c->timeout_s)
             cl_die(c, "no output from the last stage (rank %d) for %.0f s", c->plan.stage_rank[c->plan.n_stages - 1],
                    c->timeout_s);
     }
-    cl_doing(c, "coordinator: output head");
-    if (logits) {
-        if (all_rows) moe_output(m, e->x, n, logits, c->tp);
-        else moe_output(m, e->x + (size_t)(n - 1) * H, 1, logits, c->tp);
+    for (int i = 0; i < n_req; i++) {
+        e->held[reqs[i].seq] = reqs[i].pos0 + reqs[i].n;
+        free(e->x[i]);
     }
-    free(e->x);
-    e->x = NULL;
-    e->held[seq] = pos0 + n;
+    free(e->x), free(e->left), free(e->units);
+    e->x = NULL, e->left = NULL, e->units = NULL, e->reqs = NULL;
+    e->n_units = e->n_req = 0;
     cl_doing(c, "coordinator: idle");
     return true;
+}
+
+bool engine_mpi_forward(engine_mpi *e, int seq, const int *tokens, int n, int pos0, float *logits, bool all_rows,
+                        char *err, size_t errlen) {
+    engine_req r = {.seq = seq, .tokens = tokens, .n = n, .pos0 = pos0, .logits = logits, .all_rows = all_rows};
+    return engine_mpi_forward_batch(e, 1, &r, err, errlen);
 }
 
 void engine_mpi_reset(engine_mpi *e, int seq) {

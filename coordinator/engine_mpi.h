@@ -26,6 +26,10 @@ const moe_model *engine_mpi_model(const engine_mpi *e);
 const char *engine_mpi_desc(const engine_mpi *e);
 bool engine_mpi_forward(engine_mpi *e, int seq, const int *tokens, int n, int pos0, float *logits, bool all_rows,
                         char *err, size_t errlen);
+/* engine_forward_batch in the cluster: every unit (a decode token, or a
+ * micro-batch of >= 2 rows of a prompt) goes to stage 0 at once and the
+ * stages keep them all in flight (worker/stage.c). */
+bool engine_mpi_forward_batch(engine_mpi *e, int n_req, const engine_req *reqs, char *err, size_t errlen);
 void engine_mpi_reset(engine_mpi *e, int seq);
 
 /* Cluster-wide MoE step counters since start-up (asks every rank). */
