@@ -409,7 +409,8 @@ typedef struct stats_sum {
     int got;                 /* ranks heard from */
     int L, E;
     uint64_t *hits;          /* [L * E] summed expert hits */
-    uint64_t steps, wire, rows;
+    uint64_t steps, wire, rows, overlapped;
+    int max_inflight;
     double compute, comm, wait;
     bool print;              /* print each rank's line */
 } stats_sum;
@@ -426,7 +427,8 @@ static void on_stats(void *ctx, void *msg, int len) {
             s->cpu_s, (double)s->bytes_sent / 1048576.0, (double)s->bytes_recv / 1048576.0, (double)s->rss / 1048576.0);
     for (size_t i = 0; i < s->n_expert_hits && i < (size_t)t->L * t->E; i++) t->hits[i] += s->expert_hits[i];
     t->steps += s->moe_steps, t->compute += s->moe_compute_s, t->comm += s->moe_comm_s, t->wait += s->moe_wait_s;
-    t->wire += s->moe_wire_bytes, t->rows += s->moe_rows;
+    t->wire += s->moe_wire_bytes, t->rows += s->moe_rows, t->overlapped += s->overlapped;
+    if ((int)s->max_inflight > t->max_inflight) t->max_inflight = (int)s->max_inflight;
     moe__rank_stats__free_unpacked(s, NULL);
 }
 
@@ -458,7 +460,8 @@ bool engine_mpi_summary_get(engine_mpi *e, engine_mpi_summary *s) {
     gather_stats(e, &t, false);
     free(t.hits);
     *s = (engine_mpi_summary){.moe_steps = t.steps, .compute_s = t.compute, .comm_s = t.comm, .wait_s = t.wait,
-                              .wire_bytes = t.wire, .rows = t.rows};
+                              .wire_bytes = t.wire, .rows = t.rows, .overlapped = t.overlapped,
+                              .max_inflight = t.max_inflight};
     return true;
 }
 
@@ -471,6 +474,11 @@ static void print_stats(engine_mpi *e) {
                 "%.0f bytes on the wire per token per MoE layer\n",
                 (unsigned long long)t.steps, 1e3 * t.compute / (double)t.steps, 1e3 * t.comm / (double)t.steps,
                 1e3 * t.wait / (double)t.steps, t.rows ? (double)t.wire / (double)t.rows : 0.0);
+    if (t.steps)
+        fprintf(stderr,
+                "stats: pipelining: %llu stage attention steps overlapped another unit's experts; "
+                "at most %d units in flight on a rank\n",
+                (unsigned long long)t.overlapped, t.max_inflight);
     /* Expert hit counts per layer: the data for hot-expert replication. */
     for (int l = 0; l < t.L; l++) {
         uint64_t tot = 0;

@@ -40,6 +40,8 @@ typedef struct engine_mpi_summary {
     double wait_s;           /* waiting for expert workers */
     uint64_t wire_bytes;     /* bytes those steps sent and received */
     uint64_t rows;           /* token rows through those steps */
+    uint64_t overlapped;     /* stage attention steps run while another unit was at the workers */
+    int max_inflight;        /* most units in flight on one rank's stages */
 } engine_mpi_summary;
 bool engine_mpi_summary_get(engine_mpi *e, engine_mpi_summary *s);
 

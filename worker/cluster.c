@@ -193,6 +193,8 @@ static void send_stats(cl_rank *c) {
     s.moe_wait_s = c->st.moe_wait_s;
     s.moe_wire_bytes = c->st.moe_wire_bytes;
     s.moe_rows = c->st.moe_rows;
+    s.overlapped = c->st.overlapped;
+    s.max_inflight = (uint32_t)c->st.max_inflight;
     size_t len = moe__rank_stats__get_packed_size(&s);
     uint8_t *buf = xmalloc(len);
     moe__rank_stats__pack(&s, buf);

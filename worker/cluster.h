@@ -81,6 +81,8 @@ typedef struct cl_stats {
     double moe_compute_s, moe_comm_s, moe_wait_s;
     uint64_t moe_wire_bytes; /* bytes sent + received by those steps */
     uint64_t moe_rows;       /* token rows through those steps */
+    uint64_t overlapped;     /* attention steps run while another unit was out at the workers */
+    int max_inflight;        /* most units in flight on its stages at once */
 } cl_stats;
 
 /* A send in flight (buffer freed when it completes). */

@@ -44,6 +44,7 @@ struct cl_unit {
     MPI_Request *reqs;     /* [R] answer expected from each rank (MPI_REQUEST_NULL: none) */
     void **res;            /* [R] the answers' buffers */
     int *npairs;           /* [R] (token, slot) pairs asked of each rank */
+    int n_asked;           /* other ranks asked (0: every expert is this rank's own) */
     double t_post;         /* when the requests left (for the timeout) */
     double t_comm, t_comp; /* this step's seconds messaging and computing so far */
     uint64_t bytes;        /* this step's bytes sent and received */
@@ -103,6 +104,7 @@ void cl_stage_accept(cl_rank *c, void *msg, int len, int src) {
         if (!c->units) abort();
     }
     c->units[c->n_units++] = u;
+    if (c->n_units > c->st.max_inflight) c->st.max_inflight = c->n_units;
 }
 
 static void free_step(cl_unit *u, int R) {
@@ -135,8 +137,10 @@ void cl_stage_free(cl_rank *c) {
 }
 
 bool cl_stage_waiting(const cl_rank *c) {
-    for (int i = 0; i < c->n_units; i++)
-        if (c->units[i]->phase == U_WAIT || c->units[i]->phase == U_LOCAL) return true;
+    for (int i = 0; i < c->n_units; i++) {
+        const cl_unit *u = c->units[i];
+        if ((u->phase == U_WAIT || u->phase == U_LOCAL) && u->n_asked > 0) return true;
+    }
     return false;
 }
 
@@ -186,6 +190,7 @@ static void post_experts(cl_rank *c, cl_unit *u) {
     u->res = xcalloc((size_t)R, sizeof *u->res);
     u->npairs = xcalloc((size_t)R, sizeof *u->npairs);
     u->bytes = 0;
+    u->n_asked = 0;
     moe_ffn_norm(m, il, cl_rows(u->msg), n, u->hn);
     moe_router(m, il, u->hn, n, u->ids, u->w, c->tp);
     double tc = cl_now();
@@ -227,6 +232,7 @@ static void post_experts(cl_rank *c, cl_unit *u) {
                      "receiving from");
         c->st.bytes_recv += res_len;
         cl_post(c, r, CL_TAG_EXP_REQ, msg, sizeof q + plen + rlen);
+        u->n_asked++;
         u->bytes += res_len + sizeof q + plen + rlen;
     }
     free(last), free(ntok);
@@ -331,6 +337,7 @@ static void attention(cl_rank *c, cl_unit *u) {
                                         c->n_ctx)))
         cl_die(c, "out of memory for the KV cache of stage %d", u->h.stage);
     u->active = true;
+    if (cl_stage_waiting(c)) c->st.overlapped++; /* the workers have another unit's experts meanwhile */
     cl_doing(c, "stage %d: layer %d, seq %d positions %d-%d", u->h.stage, il, u->h.seq, u->h.pos0, u->h.pos0 + n - 1);
     double t0 = cl_now();
     float *x = cl_rows(u->msg);
