@@ -13,10 +13,16 @@
  * prepared activation, never on the other rows or tokens processed with
  * it, the tile they fall into, or the thread.  Integer kernels compute
  * each block's integer dot product exactly and then apply, block after
- * block, acc = fma(d_w * d_a, (float)isum, acc) [ - dmin_w * d_a * msum ];
- * float kernels keep one vector accumulator per pair over fixed column
- * chunks and reduce it with a fixed tree.  So decode (1 token), prefill
- * (many) and any split of tokens over ranks give bitwise equal results. */
+ * block, acc = fma(d_w * d_a, (float)isum, acc) (types with mins keep a
+ * second accumulator acc_m = fma((float)msum, dmin_w * d_a, acc_m) and
+ * return acc - acc_m, llama.cpp's repacked Q4_K gemv order); float
+ * kernels keep one vector accumulator per pair over fixed column chunks
+ * and reduce it with a fixed tree.  So decode (1 token), prefill (many)
+ * and any split of tokens over ranks give bitwise equal results.
+ *
+ * The engine itself goes through lo_matmul (llama_order.c), whose float
+ * orders are llama.cpp's; kern_lo_*.c (and some kernels here) reproduce
+ * those bit for bit behind its kern_matmul_llama hook. */
 #ifndef MOE_KERN_IMPL_H
 #define MOE_KERN_IMPL_H
 

@@ -10,7 +10,12 @@
  * the additions): |y - y_ref| <= kern_tolerance(...) (see below).
  * Within one path, y for a (weight row, token) pair is bitwise the same
  * whatever the batch size, the token's position in it, the thread count
- * or the call (kern_matmul, kern_matmul_q, kern_matmul_multi). */
+ * or the call (kern_matmul, kern_matmul_q, kern_matmul_multi).
+ *
+ * The forward pass calls lo_matmul (llama_order.h: llama.cpp's exact
+ * float order); it hands its products to kern_matmul_llama (declared
+ * there, defined in kernels.c), whose SIMD kernels give its scalar
+ * code's bits on the AVX-512 and AVX2 paths. */
 #ifndef MOE_KERNELS_H
 #define MOE_KERNELS_H
 
