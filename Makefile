@@ -67,6 +67,7 @@ $(BUILD)/moe: $(BUILD)/obj/coordinator/main.o $(BUILD)/libmoe.a
 	$(CC) $(LDFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libmoe.a
+	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
 # The whole suite: plain build, then the same tests under ASan + UBSan.
