@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "bench_dist.h"
+#include "tokenizer.h"
 #include "commands.h"
 #include "cpu.h"
 #include "forward.h"
@@ -454,6 +455,8 @@ static void usage(FILE *out) {
             "  --ws-mb M         working set of --matvec/--matmul in MB (default 1024)\n"
             "  --prompt N        prompt tokens for -m (default 128)\n"
             "  --gen N           generated tokens for -m (default 64)\n"
+            "  --tokenizer FILE  vocabulary load time and tokenization MB/s over FILE\n"
+            "                    (vocabulary of -m MODEL, default the fixture DeepSeek-V3 vocab)\n"
             "env MOE_KERNEL=scalar|avx2|avx512 forces a kernel path.\n");
 }
 
@@ -468,6 +471,17 @@ static bool parse_int(const char *s, int lo, int hi, int *out) {
 int cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++) /* the cluster bench lives in coordinator/bench_dist.c */
         if (!strcmp(argv[i], "--dist")) return bench_dist(argc, argv);
+    for (int i = 1; i < argc; i++) /* tokenizer bench: coordinator/bench_tokenizer.c */
+        if (!strcmp(argv[i], "--tokenizer")) {
+            const char *model = NULL;
+            for (int j = 1; j + 1 < argc; j++)
+                if (!strcmp(argv[j], "-m") || !strcmp(argv[j], "--model")) model = argv[j + 1];
+            if (i + 1 >= argc) {
+                fprintf(stderr, "moe bench: --tokenizer needs a text FILE\n");
+                return 2;
+            }
+            return bench_tokenizer(model, argv[i + 1]);
+        }
     bench_opts o = {.mem_gb = 4, .ws_mb = 1024, .n_prompt = 128, .n_gen = 64};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
