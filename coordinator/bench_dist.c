@@ -20,7 +20,7 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: moe bench --dist [-m MODEL] [--ranks A-B] [--seqs S] [--stages K] [-n STEPS] [--prompt N]\n"
-            "                       [-t THREADS] [-r REPEAT]\n"
+            "                       [-t THREADS] [-r REPEAT] [--dedicated]\n"
             "\n"
             "Decode tokens/s of the cluster at each rank count (mpirun -np N, oversubscribed\n"
             "here) with 1 sequence and with S sequences decoding at once (aggregate), the\n"
@@ -39,14 +39,18 @@ static void usage(FILE *out) {
             "  --prompt N    prompt tokens of each sequence before decoding (default 32)\n"
             "  -t THREADS    threads per rank (default: cores / ranks, at least 1)\n"
             "  -r REPEAT     runs per configuration, the best one counts (default 1; on a\n"
-            "                shared machine more runs filter out other load)\n");
+            "                shared machine more runs filter out other load)\n"
+            "  --dedicated   expert workers on ranks 1..N-1 only, rank 0 runs the coordinator\n"
+            "                and the stages (a `moe plan --workers` plan), as when stage and\n"
+            "                expert hosts are separate machines\n");
 }
 
 /* One run inside mpirun: the prompts of n_seq sequences in one batch, then
  * n_tok greedy decode steps of all of them at once; rank 0 prints one
  * result line. */
-static int child(const char *model, int n_tok, int n_prompt, int n_seq, int n_stages, int threads) {
-    engine_opts o = {.model_path = model, .n_threads = threads, .n_ctx = n_prompt + n_tok + 8, .n_stages = n_stages};
+static int child(const char *model, const char *plan, int n_tok, int n_prompt, int n_seq, int n_stages, int threads) {
+    engine_opts o = {.model_path = model, .plan_path = plan, .n_threads = threads, .n_ctx = n_prompt + n_tok + 8,
+                     .n_stages = n_stages};
     char err[512];
     engine *e = NULL;
     engine_mpi *m = NULL;
@@ -106,17 +110,32 @@ typedef struct bench_cfg {
     int n_tok, n_prompt;      /* decode steps, prompt tokens per sequence */
     int stages;               /* --stages (0: automatic) */
     int repeat;               /* runs per configuration (the best counts) */
+    bool dedicated;           /* experts only on ranks 1..N-1 */
 } bench_cfg;
 
 /* One configuration under mpirun (best of cfg->repeat runs); prints its
  * table line.  Returns tok/s (< 0: failed). */
 static double run_one(const bench_cfg *cfg, int n, int t, int n_seq, bool overlap) {
-    char cmd[8192];
+    char cmd[8192], plan[64] = "", plan_opt[96] = "";
+    const int stages = cfg->stages < n ? cfg->stages : n;
+    if (cfg->dedicated && n > 1) {
+        /* the planner's own plan with workers 1..N-1, through a file */
+        snprintf(plan, sizeof plan, "/tmp/moe-bench-dist-plan.XXXXXX");
+        int fd = mkstemp(plan);
+        if (fd < 0) return printf("%5d  cannot create a plan file\n", n), -1.0;
+        close(fd);
+        char st[32] = "";
+        if (stages) snprintf(st, sizeof st, " --stages %d", stages);
+        snprintf(cmd, sizeof cmd, "'%s' plan -m '%s' --ranks %d%s --workers 1-%d --ctx %d > '%s'", cfg->self,
+                 cfg->model, n, st, n - 1, cfg->n_prompt + cfg->n_tok + 8, plan);
+        if (system(cmd) != 0) return unlink(plan), printf("%5d  moe plan failed\n", n), -1.0;
+        snprintf(plan_opt, sizeof plan_opt, " --plan '%s'", plan);
+    }
     snprintf(cmd, sizeof cmd,
              "%smpirun %s--oversubscribe --bind-to none --mca mpi_yield_when_idle 1 -x MOE_STAGE_INFLIGHT -np %d '%s' "
-             "bench --dist --child -m '%s' -n %d --prompt %d --seqs %d --stages %d -t %d 2>/dev/null",
+             "bench --dist --child -m '%s'%s -n %d --prompt %d --seqs %d --stages %d -t %d 2>/dev/null",
              overlap ? "MOE_STAGE_INFLIGHT=0 " : "MOE_STAGE_INFLIGHT=1 ", geteuid() == 0 ? "--allow-run-as-root " : "", n,
-             cfg->self, cfg->model, cfg->n_tok, cfg->n_prompt, n_seq, cfg->stages < n ? cfg->stages : n, t);
+             cfg->self, cfg->model, plan_opt, cfg->n_tok, cfg->n_prompt, n_seq, stages, t);
     double tps = -1, c = 0, mcomm = 0, w = 0, wire = 0, ov = 0;
     int st = 0;
     for (int k = 0; k < cfg->repeat && st == 0; k++) {
@@ -129,6 +148,7 @@ static double run_one(const bench_cfg *cfg, int n, int t, int n_seq, bool overla
         if (st == 0 && r[0] < 0) st = -1;
         if (st == 0 && r[0] > tps) tps = r[0], c = r[1], mcomm = r[2], w = r[3], wire = r[4], ov = r[5];
     }
+    if (plan[0]) unlink(plan);
     const char *ovs = n == 1 ? "-" : overlap ? "on" : "off";
     if (st != 0) {
         printf("%5d  %7d  %4d  %7s  failed (mpirun exit %d)\n", n, t, n_seq, ovs, st);
@@ -145,12 +165,15 @@ static double run_one(const bench_cfg *cfg, int n, int t, int n_seq, bool overla
 int bench_dist(int argc, char **argv) {
     const char *model = NULL;
     int r0 = 1, r1 = 4, n_tok = 16, n_prompt = 32, threads = 0, n_seq = 4, stages = 0, repeat = 1;
-    bool is_child = false;
+    bool is_child = false, dedicated = false;
+    const char *plan = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
         if (!strcmp(a, "--dist")) continue;
         if (!strcmp(a, "--child")) is_child = true;
+        else if (!strcmp(a, "--dedicated")) dedicated = true;
+        else if (!strcmp(a, "--plan") && has) plan = argv[++i];
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(stdout), 0;
         else if (!strcmp(a, "-m") && has) model = argv[++i];
         else if (!strcmp(a, "-n") && has) {
@@ -177,7 +200,7 @@ int bench_dist(int argc, char **argv) {
     }
     if (is_child) {
         if (!model) return cli_usage_error("bench --dist", "--child needs -m");
-        return child(model, n_tok, n_prompt, n_seq, stages, threads);
+        return child(model, plan, n_tok, n_prompt, n_seq, stages, threads);
     }
 
     char self[4096];
@@ -196,14 +219,14 @@ int bench_dist(int argc, char **argv) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     char st_s[48] = "automatic stages";
     if (stages) snprintf(st_s, sizeof st_s, "min(%d, N) stages", stages);
-    printf("moe bench --dist: %s, %d-token prompts, %d decode steps, %s, best of %d, %ld cores\n", model, n_prompt,
-           n_tok, st_s, repeat, cores);
+    printf("moe bench --dist: %s, %d-token prompts, %d decode steps, %s%s, best of %d, %ld cores\n", model,
+           n_prompt, n_tok, st_s, dedicated ? ", experts on ranks 1..N-1 only" : "", repeat, cores);
     printf("tok/s counts every sequence's tokens; overlap: stages run other units while workers compute\n");
     printf("                                         | per MoE layer step (ms)                        | wire B per\n");
     printf("ranks  threads  seqs  overlap  dec tok/s  |  compute  messaging  waiting  overlapped/step | token/layer\n");
     int rc = 0;
     const bench_cfg cfg = {.self = self, .model = model, .n_tok = n_tok, .n_prompt = n_prompt, .stages = stages,
-                           .repeat = repeat};
+                           .repeat = repeat, .dedicated = dedicated};
     double one[65] = {0}, many[65] = {0}, many_off[65] = {0};
     for (int n = r0; n <= r1; n++) {
         int t = threads ? threads : (int)(cores / n > 0 ? cores / n : 1);
