@@ -75,6 +75,17 @@ const kern_wops *kern_avx2_lo(int wtype, int kernel, int repacked);
 /* ggml_vec_dot_f32's order (lo_dot_f32) */
 float kern_avx512_dot_f32_llama(int n, const float *x, const float *y);
 float kern_avx2_dot_f32_llama(int n, const float *x, const float *y);
+/* llama_order.h's attention and element-wise steps (kern_attn_*.c) */
+void kern_avx512_softmax(float *x, int n);
+void kern_avx2_softmax(float *x, int n);
+void kern_avx512_swiglu(const float *g, const float *u, float *y, int n);
+void kern_avx2_swiglu(const float *g, const float *u, float *y, int n);
+void kern_avx512_attention(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q,
+                           float scale, float *p, float *o);
+void kern_avx2_attention(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q,
+                         float scale, float *p, float *o);
+void kern_avx512_rope(const float *cs, int n_dims, float *x);
+void kern_avx2_rope(const float *cs, int n_dims, float *x);
 /* Q2_K / Q3_K in the order of quant.h's scalar vec_dot (lo_matmul's) */
 const kern_wops *kern_avx512_ref_k(int wtype);
 /* kern_avx512.c's 16-row Q4_K kernel in llama.cpp's repacked gemm order */

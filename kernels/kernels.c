@@ -367,6 +367,100 @@ bool kern_matmul_llama_path(enum kern_path p, tpool *tp, int k, bool repacked, i
     return true;
 }
 
+/* lo_matmul_multi's products, all in one run: false unless every product
+ * has a kernel on the current path.  Products sharing activations (same
+ * Aq, same preparation) share the prepared copy too. */
+bool kern_matmul_llama_multi(tpool *tp, const lo_mmq *mm, int n) {
+    const enum kern_path p = kern_get_path();
+    if (p == KERN_SCALAR || n <= 0) return n <= 0;
+    const kern_wops **ops = xmalloc(sizeof *ops * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        ops[i] = p == KERN_AVX512 ? kern_avx512_lo(mm[i].wtype, (int)mm[i].k, mm[i].repacked)
+                                  : kern_avx2_lo(mm[i].wtype, (int)mm[i].k, mm[i].repacked);
+        if (!ops[i]) {
+            free(ops);
+            return false;
+        }
+    }
+    mm_task *tasks = xmalloc(sizeof *tasks * (size_t)n);
+    void **owned = xmalloc(sizeof *owned * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        owned[i] = NULL;
+        check_or_die("kern_matmul_llama_multi", mm[i].wtype, mm[i].rows, mm[i].cols, mm[i].ntok);
+        int same = -1;
+        for (int j = 0; j < i && same < 0; j++)
+            if (mm[j].Aq == mm[i].Aq && ops[j]->act_prep == ops[i]->act_prep && ops[j]->act_bytes == ops[i]->act_bytes &&
+                mm[j].cols == mm[i].cols && mm[j].ntok >= mm[i].ntok)
+                same = j;
+        if (same >= 0 || mm[i].ntok == 0) {
+            /* the prepared rows of product `same` (or none at all) */
+            memset(&tasks[i], 0, sizeof tasks[i]);
+            tasks[i].ops = ops[i];
+            tasks[i].group = ops[i]->group;
+            tasks[i].job = (kern_job){.W = mm[i].W, .wstride = qtype_row_size(mm[i].wtype, mm[i].cols),
+                                      .rows = mm[i].rows, .cols = mm[i].cols,
+                                      .A = same >= 0 ? tasks[same].job.A : NULL,
+                                      .astride = same >= 0 ? tasks[same].job.astride : 0, .ntok = mm[i].ntok,
+                                      .Y = mm[i].Y, .ystride = (size_t)mm[i].rows};
+            continue;
+        }
+        if (mm[i].astride != kern_act_row_size(mm[i].wtype, mm[i].cols)) {
+            fprintf(stderr, "moe: kern_matmul_llama_multi: activation stride %zu, expected %zu\n", mm[i].astride,
+                    kern_act_row_size(mm[i].wtype, mm[i].cols));
+            abort();
+        }
+        task_init_ops(&tasks[i], ops[i], p, mm[i].wtype, mm[i].W, mm[i].rows, mm[i].cols, NULL, mm[i].Aq,
+                      mm[i].ntok, mm[i].Y, &owned[i]);
+    }
+    run_tasks(tp, tasks, n);
+    for (int i = 0; i < n; i++) free(owned[i]);
+    free(owned);
+    free(tasks);
+    free(ops);
+    return true;
+}
+
+/* ---- attention and element-wise steps ---- */
+
+bool kern_softmax_llama_path(enum kern_path p, float *x, int n) {
+    if (p == KERN_SCALAR || !kern_path_supported(p)) return false;
+    if (p == KERN_AVX512) kern_avx512_softmax(x, n);
+    else kern_avx2_softmax(x, n);
+    return true;
+}
+
+bool kern_swiglu_llama_path(enum kern_path p, const float *g, const float *u, float *y, int n) {
+    if (p == KERN_SCALAR || !kern_path_supported(p)) return false;
+    if (p == KERN_AVX512) kern_avx512_swiglu(g, u, y, n);
+    else kern_avx2_swiglu(g, u, y, n);
+    return true;
+}
+
+bool kern_attention_llama_path(enum kern_path p, bool tiny, int n_kv, int W, int L, const float *kv, size_t stride,
+                               const float *q, float scale, float *pbuf, float *o) {
+    if (p == KERN_SCALAR || !kern_path_supported(p)) return false;
+    if (p == KERN_AVX512) kern_avx512_attention(tiny, n_kv, W, L, kv, stride, q, scale, pbuf, o);
+    else kern_avx2_attention(tiny, n_kv, W, L, kv, stride, q, scale, pbuf, o);
+    return true;
+}
+
+bool kern_rope_llama_path(enum kern_path p, const float *cs, int n_dims, float *x) {
+    if (p == KERN_SCALAR || !kern_path_supported(p)) return false;
+    if (p == KERN_AVX512) kern_avx512_rope(cs, n_dims, x);
+    else kern_avx2_rope(cs, n_dims, x);
+    return true;
+}
+
+bool kern_softmax_llama(float *x, int n) { return kern_softmax_llama_path(kern_get_path(), x, n); }
+bool kern_swiglu_llama(const float *g, const float *u, float *y, int n) {
+    return kern_swiglu_llama_path(kern_get_path(), g, u, y, n);
+}
+bool kern_attention_llama(bool tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q,
+                          float scale, float *p, float *o) {
+    return kern_attention_llama_path(kern_get_path(), tiny, n_kv, W, L, kv, stride, q, scale, p, o);
+}
+bool kern_rope_llama(const float *cs, int n_dims, float *x) { return kern_rope_llama_path(kern_get_path(), cs, n_dims, x); }
+
 bool kern_dot_f32_llama_path(enum kern_path p, int n, const float *x, const float *y, float *out) {
     if (p == KERN_SCALAR || !kern_path_supported(p)) return false;
     *out = p == KERN_AVX512 ? kern_avx512_dot_f32_llama(n, x, y) : kern_avx2_dot_f32_llama(n, x, y);

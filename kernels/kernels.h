@@ -88,6 +88,15 @@ bool kern_matmul_llama_path(enum kern_path p, tpool *tp, int k, bool repacked, i
 bool kern_dot_f32_llama(int n, const float *x, const float *y, float *out);
 bool kern_dot_f32_llama_path(enum kern_path p, int n, const float *x, const float *y, float *out);
 
+/* The element-wise and attention steps of llama_order.h (lo_softmax,
+ * lo_swiglu, lo_attention, lo_rope) on path p: the same bits as the scalar
+ * code there.  False, computing nothing, when the path has no kernel. */
+bool kern_softmax_llama_path(enum kern_path p, float *x, int n);
+bool kern_swiglu_llama_path(enum kern_path p, const float *g, const float *u, float *y, int n);
+bool kern_attention_llama_path(enum kern_path p, bool tiny, int n_kv, int W, int L, const float *kv, size_t stride,
+                               const float *q, float scale, float *pbuf, float *o);
+bool kern_rope_llama_path(enum kern_path p, const float *cs, int n_dims, float *x);
+
 /* Tolerance of a SIMD result against the scalar reference vec_dot, for a
  * dot product of n values whose terms have absolute sum `abs_sum`
  * (sum |w_i * a_i| over the dequantized values):

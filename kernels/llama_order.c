@@ -470,6 +470,85 @@ void lo_matmul(tpool *tp, enum lo_op op, bool repacked, int wtype, const void *W
     free(A);
 }
 
+/* Quantized activations of the products of one lo_matmul_multi call: a
+ * product reading the same rows as an earlier one, with the same
+ * activation type, shares its buffer. */
+static uint8_t **quantize_multi(const lo_mm *mm, int n, lo_mmq *q) {
+    uint8_t **owned = calloc((size_t)n, sizeof *owned);
+    if (!owned) abort();
+    for (int i = 0; i < n; i++) {
+        const int at = qtype_get(mm[i].wtype)->vec_dot_type;
+        const size_t as = qtype_row_size(at, mm[i].cols);
+        q[i] = (lo_mmq){.k = kernel_of(mm[i].op, mm[i].repacked, mm[i].wtype, mm[i].rows, mm[i].cols),
+                        .repacked = mm[i].repacked, .wtype = mm[i].wtype, .W = mm[i].W, .rows = mm[i].rows,
+                        .cols = mm[i].cols, .astride = as, .ntok = mm[i].ntok, .Y = mm[i].Y};
+        for (int j = 0; j < i && !q[i].Aq; j++)
+            if (mm[j].X == mm[i].X && mm[j].cols == mm[i].cols && mm[j].ntok >= mm[i].ntok &&
+                qtype_get(mm[j].wtype)->vec_dot_type == at)
+                q[i].Aq = q[j].Aq;
+        if (q[i].Aq || mm[i].ntok <= 0) continue;
+        owned[i] = malloc(as * (size_t)mm[i].ntok);
+        if (!owned[i]) abort(); /* out of memory mid-step: nothing to recover */
+        for (int t = 0; t < mm[i].ntok; t++)
+            kern_quantize_act(mm[i].wtype, mm[i].X + (size_t)t * mm[i].cols, owned[i] + (size_t)t * as, mm[i].cols);
+        q[i].Aq = owned[i];
+    }
+    return owned;
+}
+
+void lo_matmul_multi(tpool *tp, const lo_mm *mm, int n) {
+    if (n <= 0) return;
+    lo_mmq *q = malloc(sizeof *q * (size_t)n);
+    if (!q) abort();
+    uint8_t **owned = quantize_multi(mm, n, q);
+    if (!kern_matmul_llama_multi(tp, q, n)) {
+        /* some product has no SIMD kernel: one run each, as lo_matmul */
+        for (int i = 0; i < n; i++) {
+            if (mm[i].ntok <= 0) continue;
+            if (kern_matmul_llama(tp, q[i].k, q[i].repacked, q[i].wtype, q[i].W, q[i].rows, q[i].cols, q[i].Aq,
+                                  q[i].astride, q[i].ntok, q[i].Y))
+                continue;
+            lo_job j = {.op = mm[i].op, .repacked = mm[i].repacked, .wtype = mm[i].wtype, .rows = mm[i].rows,
+                        .cols = mm[i].cols, .ntok = mm[i].ntok, .W = mm[i].W, .A = q[i].Aq,
+                        .wstride = qtype_row_size(mm[i].wtype, mm[i].cols), .astride = q[i].astride, .Y = mm[i].Y};
+            tpool_run(tp, lo_worker, &j);
+        }
+    }
+    for (int i = 0; i < n; i++) free(owned[i]);
+    free(owned);
+    free(q);
+}
+
+/* ---- attention ---- */
+
+void lo_attention(bool tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q, float scale,
+                  float *p, float *o) {
+    if (kern_attention_llama(tiny, n_kv, W, L, kv, stride, q, scale, p, o)) return;
+    const int n_pad = (n_kv + 15) & ~15;
+    for (int s = 0; s < n_kv; s++) p[s] = lo_dot_f32(W, kv + (size_t)s * stride, q) * scale;
+    for (int s = n_kv; s < n_pad; s++) p[s] = -INFINITY;
+    lo_softmax(p, n_pad);
+    for (int i = 0; i < L; i++) {
+        float acc[4][16] = {{0}};
+        for (int s = 0; s < n_kv; s++) {
+            float *a = &acc[tiny ? 0 : (s / 16) % 4][s % 16];
+            *a = fmaf(kv[(size_t)s * stride + i], p[s], *a);
+        }
+        o[i] = tiny ? lo_reduce16(acc[0]) : reduce4x16(acc);
+    }
+}
+
+/* ---- RoPE ---- */
+
+void lo_rope(const float *cs, int n_dims, float *x) {
+    if (kern_rope_llama(cs, n_dims, x)) return;
+    for (int i0 = 0; i0 < n_dims; i0 += 2) {
+        const float x0 = x[i0], x1 = x[i0 + 1];
+        x[i0] = fmaf(x0, cs[i0], -(x1 * cs[i0 + 1]));
+        x[i0 + 1] = fmaf(x0, cs[i0 + 1], x1 * cs[i0]);
+    }
+}
+
 /* ---- element-wise ---- */
 
 /* x * 2^n for integral n, as _mm512_scalef_ps (n in [-192, 192]) */
@@ -491,6 +570,7 @@ float lo_v_expf(float x) {
 float lo_v_silu(float x) { return x / (1.0f + lo_v_expf(0.0f - x)); }
 
 void lo_softmax(float *x, int n) {
+    if (kern_softmax_llama(x, n)) return;
     float mx = -INFINITY;
     for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     double sum = 0.0;
@@ -508,6 +588,7 @@ void lo_softmax(float *x, int n) {
 }
 
 void lo_swiglu(const float *g, const float *u, float *y, int n) {
+    if (kern_swiglu_llama(g, u, y, n)) return;
     int i = 0;
     for (; i + 15 < n; i += 16)
         for (int l = 0; l < 16; l++) y[i + l] = lo_v_silu(g[i + l]) * u[i + l];

@@ -66,6 +66,27 @@ bool lo_repacked(int wtype, int rows, bool in_mul_mat);
 void lo_matmul(tpool *tp, enum lo_op op, bool repacked, int wtype, const void *W, int rows, int cols,
                const float *X, int ntok, float *Y);
 
+/* One product of lo_matmul_multi: exactly what lo_matmul would compute
+ * with these arguments. */
+typedef struct lo_mm {
+    enum lo_op op;   /* llama.cpp op the product stands for */
+    bool repacked;   /* lo_repacked() of the weights */
+    int wtype;       /* weight type (enum qtype) */
+    const void *W;   /* rows x cols of wtype */
+    int rows, cols;  /* outputs, inputs */
+    const float *X;  /* [ntok][cols] activations */
+    int ntok;        /* activation rows; 0: nothing to do */
+    float *Y;        /* [ntok][rows] results */
+} lo_mm;
+
+/* Several independent products in one pool run: every result bitwise that
+ * of lo_matmul on the same arguments (each row is computed by the same
+ * kernel call pattern), but one synchronisation for all of them instead of
+ * one each, which is what small decode products (attention heads, the
+ * experts of a token) cost most.  Products reading the same X with the
+ * same activation type quantize it once. */
+void lo_matmul_multi(tpool *tp, const lo_mm *mm, int n);
+
 /* The kernel llama.cpp runs for one (weight row, activation row) pair. */
 enum lo_kernel {
     LO_K_VEC,  /* ggml_vec_dot_* of the type, or the repacked gemv */
@@ -80,8 +101,49 @@ enum lo_kernel {
 bool kern_matmul_llama(tpool *tp, enum lo_kernel k, bool repacked, int wtype, const void *W, int rows, int cols,
                        const void *Aq, size_t astride, int ntok, float *Y);
 
+/* Several products in one run through the SIMD kernels (kernels.c), with
+ * activations already quantized; false, computing nothing, unless every
+ * product has a kernel (then lo_matmul_multi computes them itself). */
+typedef struct lo_mmq {
+    enum lo_kernel k;  /* kernel llama.cpp runs for the product */
+    bool repacked;     /* weights repacked at load */
+    int wtype;         /* weight type */
+    const void *W;     /* rows x cols of wtype */
+    int rows, cols;    /* outputs, inputs */
+    const void *Aq;    /* [ntok] activation rows quantized to the vec_dot type */
+    size_t astride;    /* bytes between two rows of Aq */
+    int ntok;          /* activation rows */
+    float *Y;          /* [ntok][rows] results */
+} lo_mmq;
+bool kern_matmul_llama_multi(tpool *tp, const lo_mmq *mm, int n);
+
 /* dot of two float vectors as ggml_vec_dot_f32 (AVX-512 build) */
 float lo_dot_f32(int n, const float *x, const float *y);
+
+/* ---- attention (MLA, absorbed, F32 cache) ---- */
+
+/* One query of llama.cpp's attention over a cache of n_kv rows (row s at
+ * kv + s * stride, W floats: the latent c_s (L floats), then k_rope):
+ *   p[s] = lo_dot_f32(W, row_s, q) * scale        (kq, vec_dot: q is a view)
+ *   soft_max over n_kv rounded up to 16, the padding masked to -inf
+ *   o[i] = sum_s p[s] * c_s[i], i < L               (kqv)
+ * The kqv sum is a mul_mat over the padded cache: tinyBLAS when the batch
+ * has >= 2 tokens (tiny: one 16-lane accumulator, position s in lane
+ * s % 16), else ggml_vec_dot_f32 (4 x 16 lanes: s in lane s % 16 of
+ * accumulator (s / 16) % 4); masked cells add exact zeros, so only the
+ * causal positions are visited.  p is scratch of n_kv + 16 floats; on
+ * return it holds the probabilities. */
+void lo_attention(bool tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q, float scale,
+                  float *p, float *o);
+/* Its SIMD version (kernels.c; same bits), false if the path has none. */
+bool kern_attention_llama(bool tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q,
+                          float scale, float *p, float *o);
+
+/* RoPE rotation of n_dims values (adjacent pairs, ggml "normal" mode) with
+ * cs[2i], cs[2i+1] the cos and sin of pair i, as llama.cpp's compiled rope
+ * rounds it: x0' = fma(x0, cos, -(x1 * sin)), x1' = fma(x0, sin, x1 * cos). */
+void lo_rope(const float *cs, int n_dims, float *x);
+bool kern_rope_llama(const float *cs, int n_dims, float *x);
 
 /* ---- element-wise ops of the AVX-512 build ---- */
 
@@ -98,6 +160,10 @@ void lo_softmax(float *x, int n);
 
 /* y[i] = silu(g[i]) * u[i] as ggml_vec_swiglu_f32 over a row of n. */
 void lo_swiglu(const float *g, const float *u, float *y, int n);
+
+/* SIMD versions of the two (kernels.c; same bits), false if none. */
+bool kern_softmax_llama(float *x, int n);
+bool kern_swiglu_llama(const float *g, const float *u, float *y, int n);
 
 /* The horizontal sums of the AVX-512 build, for kernels that mirror it:
  * hsum_float_8 of an 8-lane accumulator, _mm512_reduce_add_ps of 16. */

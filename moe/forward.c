@@ -94,15 +94,9 @@ static void rope_cache(const rope_params *r, int pos, float *cs) {
     }
 }
 
-/* The rotation as llama.cpp's compiled rope computes it: the first product
- * of each sum fused with the rounded second one. */
-static void rope_apply(const float *cs, int n_dims, float *x) {
-    for (int i0 = 0; i0 < n_dims; i0 += 2) {
-        const float x0 = x[i0], x1 = x[i0 + 1];
-        x[i0] = fmaf(x0, cs[i0], -(x1 * cs[i0 + 1]));
-        x[i0 + 1] = fmaf(x0, cs[i0 + 1], x1 * cs[i0]);
-    }
-}
+/* The rotation as llama.cpp's compiled rope computes it (lo_rope: the
+ * first product of each sum fused with the rounded second one). */
+static void rope_apply(const float *cs, int n_dims, float *x) { lo_rope(cs, n_dims, x); }
 
 /* ---- matrices ---- */
 
@@ -172,15 +166,10 @@ bool moe_embed(const moe_model *m, const int *tokens, int n, float *x) {
 }
 
 /* Attention core of one head over the cache: for each of the n new tokens,
- * softmax-weighted latent o_lat[t] (kv_lora values).
- *
- * In llama.cpp's order: scores kq = ggml_vec_dot_f32(k_s, q) (the q view
- * is strided, so never tinyBLAS), then soft_max over the cache view, whose
- * length is padded (masked to -inf) to a multiple of 256 cells, then
- * o = V^T p as a mul_mat over that padded length: tinyBLAS when the batch
- * has >= 2 tokens, vec_dot_f32 for one.  Masked cells add exact zeros, so
- * only the causal positions are visited; what matters is that position s
- * always lands in lane s % 16 (and accumulator (s / 16) % 4 for vec_dot). */
+ * softmax-weighted latent o_lat[t] (kv_lora values), by lo_attention
+ * (llama.cpp's order: kq via vec_dot_f32 since the q view is strided,
+ * soft_max over the padded cache, kqv by tinyBLAS when the batch has >= 2
+ * tokens, else vec_dot_f32). */
 typedef struct {
     const moe_hparams *hp;
     const moe_kv_layer *kv;
@@ -192,38 +181,17 @@ typedef struct {
 static void attn_core_worker(void *arg, int ith, int nth) {
     const attn_core_job *j = arg;
     const int nh = j->hp->n_head, L = j->hp->kv_lora_rank, W = j->kv->width;
-    const int n_ctx_max = j->pos0 + j->n;
     const bool tiny = j->n >= 2 && L % 4 == 0; /* tinyBLAS takes kqv */
-    float *p = fbuf((size_t)n_ctx_max + 16);
-    float (*acc)[16] = xmalloc(sizeof(float[16]) * 4);
+    const int total = j->n * nh;
+    if (ith >= total) return;
+    float *p = fbuf((size_t)(j->pos0 + j->n) + 16);
     /* (token, head) pairs are split over threads; each pair is computed
      * the same way whatever the split. */
-    const int total = j->n * nh;
     for (int idx = ith; idx < total; idx += nth) {
         const int t = idx / nh, h = idx % nh;
-        const float *q = j->q + ((size_t)t * nh + h) * W;
-        const int n_kv = j->pos0 + t + 1; /* causal */
-        const int n_pad = (n_kv + 15) & ~15;
-        for (int s = 0; s < n_kv; s++) p[s] = lo_dot_f32(W, j->kv->data + (size_t)s * W, q) * j->hp->kq_scale;
-        for (int s = n_kv; s < n_pad; s++) p[s] = -INFINITY;
-        lo_softmax(p, n_pad);
-        float *o = j->o_lat + ((size_t)t * nh + h) * L;
-        for (int i = 0; i < L; i++) {
-            memset(acc, 0, sizeof(float[16]) * 4);
-            for (int s = 0; s < n_kv; s++) {
-                float *a = &acc[tiny ? 0 : (s / 16) % 4][s % 16];
-                *a = fmaf(j->kv->data[(size_t)s * W + i], p[s], *a);
-            }
-            if (tiny) {
-                o[i] = lo_reduce16(acc[0]);
-            } else {
-                float r[16];
-                for (int l = 0; l < 16; l++) r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
-                o[i] = lo_reduce16(r);
-            }
-        }
+        lo_attention(tiny, j->pos0 + t + 1 /* causal */, W, L, j->kv->data, (size_t)W,
+                     j->q + ((size_t)t * nh + h) * W, j->hp->kq_scale, p, j->o_lat + ((size_t)t * nh + h) * L);
     }
-    free(acc);
     free(p);
 }
 
@@ -234,26 +202,29 @@ void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n
     const int nope = hp->qk_nope, rope = hp->qk_rope, qk = nope + rope, vh = hp->v_head;
     const int W = L + rope;
     const rope_params rp = rope_params_of(hp);
+    const enum lo_op op = lo_mul_mat_op(n);
 
     float *hn = fbuf((size_t)n * H);
     rmsnorm_rows(x, l->attn_norm, n, H, H, H, hp->rms_eps, hn);
 
-    /* q for all heads: [n][nh*qk] */
-    float *q = fbuf((size_t)n * nh * qk);
-    if (l->q) {
-        matmul(tp, l->q, hn, n, q);
-    } else {
-        const int R = hp->q_lora_rank;
-        float *qa = fbuf((size_t)n * R);
-        matmul(tp, l->q_a, hn, n, qa);
+    /* q (or its LoRA half q_a) and the compressed kv [n][L + rope] both read
+     * hn: one pool run, hn quantized once */
+    float *q = fbuf((size_t)n * nh * qk), *kva = fbuf((size_t)n * W);
+    const gguf_tensor *q0 = l->q ? l->q : l->q_a;
+    const int R = l->q ? nh * qk : hp->q_lora_rank;
+    float *qa = l->q ? q : fbuf((size_t)n * R);
+    const lo_mm in[2] = {
+        {op, lo_repacked(q0->type, rows_of(q0), true), q0->type, q0->data, rows_of(q0), cols_of(q0), hn, n, qa},
+        {op, lo_repacked(l->kv_a_mqa->type, rows_of(l->kv_a_mqa), true), l->kv_a_mqa->type, l->kv_a_mqa->data,
+         rows_of(l->kv_a_mqa), cols_of(l->kv_a_mqa), hn, n, kva}};
+    lo_matmul_multi(tp, in, 2);
+    if (!l->q) {
         rmsnorm_rows(qa, l->q_a_norm, n, R, R, R, hp->rms_eps, qa);
         matmul(tp, l->q_b, qa, n, q);
         free(qa);
     }
 
-    /* compressed kv: [n][L + rope] -> cache rows pos0.. */
-    float *kva = fbuf((size_t)n * W);
-    matmul(tp, l->kv_a_mqa, hn, n, kva);
+    /* cache rows pos0.. */
     float *cs = fbuf((size_t)n * rope);
     for (int t = 0; t < n; t++) {
         float *row = kv->data + (size_t)(pos0 + t) * W;
@@ -263,25 +234,30 @@ void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n
         rope_apply(cs + (size_t)t * rope, rope, row + L);
     }
 
-    /* absorbed queries: [n][nh][L | rope] */
-    float *qf = fbuf((size_t)n * nh * W);
-    float *qn = fbuf((size_t)n * nope);
-    float *qabs = fbuf((size_t)n * L);
+    /* absorbed queries: [n][nh][L | rope].  The per-head k_b products all
+     * in one pool run.  llama.cpp multiplies a permuted (strided) view of
+     * q here: with F32 weights that view goes to vec_dot as it is,
+     * otherwise it is converted to the vec_dot type and can take the
+     * batched kernel. */
+    float *qn = fbuf((size_t)nh * n * nope), *qabs = fbuf((size_t)nh * n * L);
+    lo_mm *mm = calloc((size_t)nh, sizeof *mm);
+    if (!mm) abort();
+    const enum lo_op kop = l->k_b->type == QT_F32 ? LO_MUL_MAT_1 : op;
     for (int h = 0; h < nh; h++) {
         for (int t = 0; t < n; t++)
-            memcpy(qn + (size_t)t * nope, q + (size_t)t * nh * qk + (size_t)h * qk, sizeof(float) * nope);
-        /* llama.cpp multiplies a permuted (strided) view of q here: with
-         * F32 weights that view goes to vec_dot as it is, otherwise it is
-         * converted to the vec_dot type and can take the batched kernel */
-        const enum lo_op op = l->k_b->type == QT_F32 ? LO_MUL_MAT_1 : lo_mul_mat_op(n);
-        lo_matmul(tp, op, false, l->k_b->type, slice3(l->k_b, h), L, nope, qn, n, qabs);
+            memcpy(qn + ((size_t)h * n + t) * nope, q + (size_t)t * nh * qk + (size_t)h * qk, sizeof(float) * nope);
+        mm[h] = (lo_mm){kop, false, l->k_b->type, slice3(l->k_b, h), L, nope, qn + (size_t)h * n * nope, n,
+                        qabs + (size_t)h * n * L};
+    }
+    lo_matmul_multi(tp, mm, nh);
+    float *qf = fbuf((size_t)n * nh * W);
+    for (int h = 0; h < nh; h++)
         for (int t = 0; t < n; t++) {
             float *dst = qf + ((size_t)t * nh + h) * W;
-            memcpy(dst, qabs + (size_t)t * L, sizeof(float) * L);
+            memcpy(dst, qabs + ((size_t)h * n + t) * L, sizeof(float) * L);
             memcpy(dst + L, q + (size_t)t * nh * qk + (size_t)h * qk + nope, sizeof(float) * rope);
             rope_apply(cs + (size_t)t * rope, rope, dst + L);
         }
-    }
     free(qabs);
     free(qn);
 
@@ -289,22 +265,24 @@ void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n
     attn_core_job job = {.hp = hp, .kv = kv, .pos0 = pos0, .n = n, .q = qf, .o_lat = o_lat};
     tpool_run(tp, attn_core_worker, &job);
 
-    /* per head value up-projection: o[n][nh*v] */
-    float *o = fbuf((size_t)n * nh * vh);
-    float *lat = fbuf((size_t)n * L);
-    float *oh = fbuf((size_t)n * vh);
+    /* per head value up-projection, all heads in one pool run: o[n][nh*v] */
+    float *lat = fbuf((size_t)nh * n * L), *oh = fbuf((size_t)nh * n * vh);
     for (int h = 0; h < nh; h++) {
         for (int t = 0; t < n; t++)
-            memcpy(lat + (size_t)t * L, o_lat + ((size_t)t * nh + h) * L, sizeof(float) * L);
-        lo_matmul(tp, lo_mul_mat_op(n), false, l->v_b->type, slice3(l->v_b, h), vh, L, lat, n, oh);
-        for (int t = 0; t < n; t++)
-            memcpy(o + (size_t)t * nh * vh + (size_t)h * vh, oh + (size_t)t * vh, sizeof(float) * vh);
+            memcpy(lat + ((size_t)h * n + t) * L, o_lat + ((size_t)t * nh + h) * L, sizeof(float) * L);
+        mm[h] = (lo_mm){op, false, l->v_b->type, slice3(l->v_b, h), vh, L, lat + (size_t)h * n * L, n,
+                        oh + (size_t)h * n * vh};
     }
+    lo_matmul_multi(tp, mm, nh);
+    float *o = fbuf((size_t)n * nh * vh);
+    for (int h = 0; h < nh; h++)
+        for (int t = 0; t < n; t++)
+            memcpy(o + (size_t)t * nh * vh + (size_t)h * vh, oh + ((size_t)h * n + t) * vh, sizeof(float) * vh);
     float *out = fbuf((size_t)n * H);
     matmul(tp, l->attn_out, o, n, out);
     for (size_t i = 0; i < (size_t)n * H; i++) x[i] = out[i] + x[i];
 
-    free(out), free(oh), free(lat), free(o), free(o_lat), free(qf), free(cs), free(kva), free(q), free(hn);
+    free(out), free(o), free(oh), free(lat), free(o_lat), free(qf), free(mm), free(cs), free(kva), free(q), free(hn);
 }
 
 void moe_ffn_norm(const moe_model *m, int il, const float *x, int n, float *h) {
@@ -312,36 +290,88 @@ void moe_ffn_norm(const moe_model *m, int il, const float *x, int n, float *h) {
     rmsnorm_rows(x, m->layers[il].ffn_norm, n, H, H, H, m->hp.rms_eps, h);
 }
 
-/* out[n][H] = down(silu(gate h) * up h) with raw matrix views; op is the
- * llama.cpp op of the three products (mul_mat, or mul_mat_id for routed
- * experts), which all may use repacked weights. */
-static void swiglu_ffn(tpool *tp, enum lo_op op, int gt, const void *G, int ut, const void *U, int dt,
-                       const void *D, int H, int F, const float *h, int n, float *out) {
-    float *g = fbuf((size_t)n * F), *u = fbuf((size_t)n * F);
-    lo_matmul(tp, op, lo_repacked(gt, F, true), gt, G, F, H, h, n, g);
-    lo_matmul(tp, op, lo_repacked(ut, F, true), ut, U, F, H, h, n, u);
-    for (int t = 0; t < n; t++) lo_swiglu(g + (size_t)t * F, u + (size_t)t * F, g + (size_t)t * F, F);
-    lo_matmul(tp, op, lo_repacked(dt, H, true), dt, D, H, F, g, n, out);
-    free(g), free(u);
+/* One SwiGLU FFN over its own rows: out[n][H] = down(silu(gate h) * up h)
+ * with raw matrix views; op is the llama.cpp op of its three products
+ * (mul_mat, or mul_mat_id for routed experts), which all may use repacked
+ * weights. */
+typedef struct {
+    enum lo_op op;
+    int gt, ut, dt;            /* gate, up, down weight types */
+    const void *G, *U, *D;     /* [F][H], [F][H], [H][F] */
+    int F;                     /* hidden width */
+    const float *h;            /* [n][H] inputs */
+    int n;                     /* rows */
+    float *out;                /* [n][H] */
+} ffn_job;
+
+/* Several FFNs at once: the gate and up products of all of them in one
+ * pool run, then all the down products in another.  Each product is the
+ * lo_matmul it would be alone, so every row has the same bits as when its
+ * FFN runs by itself. */
+static void swiglu_ffns(tpool *tp, const ffn_job *f, int nf, int H) {
+    size_t total = 0;
+    for (int i = 0; i < nf; i++) total += (size_t)f[i].n * f[i].F;
+    float *g = fbuf(total), *u = fbuf(total);
+    lo_mm *mm = calloc((size_t)(2 * nf), sizeof *mm);
+    if (!mm) abort();
+    size_t off = 0;
+    for (int i = 0; i < nf; i++) {
+        mm[2 * i] = (lo_mm){f[i].op, lo_repacked(f[i].gt, f[i].F, true), f[i].gt, f[i].G, f[i].F, H, f[i].h, f[i].n,
+                            g + off};
+        mm[2 * i + 1] = (lo_mm){f[i].op, lo_repacked(f[i].ut, f[i].F, true), f[i].ut, f[i].U, f[i].F, H, f[i].h,
+                                f[i].n, u + off};
+        off += (size_t)f[i].n * f[i].F;
+    }
+    lo_matmul_multi(tp, mm, 2 * nf);
+    off = 0;
+    for (int i = 0; i < nf; i++) {
+        for (int t = 0; t < f[i].n; t++, off += (size_t)f[i].F) lo_swiglu(g + off, u + off, g + off, f[i].F);
+    }
+    off = 0;
+    for (int i = 0; i < nf; i++) {
+        mm[i] = (lo_mm){f[i].op, lo_repacked(f[i].dt, H, true), f[i].dt, f[i].D, H, f[i].F, g + off, f[i].n, f[i].out};
+        off += (size_t)f[i].n * f[i].F;
+    }
+    lo_matmul_multi(tp, mm, nf);
+    free(mm), free(g), free(u);
 }
 
 void moe_dense_ffn(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp) {
     const moe_layer *l = &m->layers[il];
-    swiglu_ffn(tp, lo_mul_mat_op(n), l->ffn_gate->type, l->ffn_gate->data, l->ffn_up->type, l->ffn_up->data,
-               l->ffn_down->type, l->ffn_down->data, m->hp.n_embd, m->hp.n_ff, h, n, out);
+    const ffn_job f = {lo_mul_mat_op(n), l->ffn_gate->type, l->ffn_up->type, l->ffn_down->type, l->ffn_gate->data,
+                       l->ffn_up->data, l->ffn_down->data, m->hp.n_ff, h, n, out};
+    swiglu_ffns(tp, &f, 1, m->hp.n_embd);
+}
+
+/* The FFN of expert job x of layer il (x.e < 0: the shared experts). */
+static ffn_job expert_job(const moe_model *m, int il, const moe_expert_job *x) {
+    const moe_layer *l = &m->layers[il];
+    if (x->e < 0)
+        return (ffn_job){lo_mul_mat_op(x->n), l->gate_shexp->type, l->up_shexp->type, l->down_shexp->type,
+                         l->gate_shexp->data, l->up_shexp->data, l->down_shexp->data,
+                         m->hp.n_ff_exp * m->hp.n_expert_shared, x->h, x->n, x->out};
+    return (ffn_job){LO_MUL_MAT_ID, l->gate_exps->type, l->up_exps->type, l->down_exps->type,
+                     slice3(l->gate_exps, x->e), slice3(l->up_exps, x->e), slice3(l->down_exps, x->e),
+                     m->hp.n_ff_exp, x->h, x->n, x->out};
+}
+
+void moe_experts_ffn(const moe_model *m, int il, const moe_expert_job *jobs, int n_jobs, tpool *tp) {
+    ffn_job *f = xmalloc(sizeof *f * (size_t)(n_jobs > 0 ? n_jobs : 1));
+    int nf = 0;
+    for (int i = 0; i < n_jobs; i++)
+        if (jobs[i].n > 0) f[nf++] = expert_job(m, il, &jobs[i]);
+    if (nf) swiglu_ffns(tp, f, nf, m->hp.n_embd);
+    free(f);
 }
 
 void moe_shared_ffn(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp) {
-    const moe_layer *l = &m->layers[il];
-    swiglu_ffn(tp, lo_mul_mat_op(n), l->gate_shexp->type, l->gate_shexp->data, l->up_shexp->type, l->up_shexp->data,
-               l->down_shexp->type, l->down_shexp->data, m->hp.n_embd, m->hp.n_ff_exp * m->hp.n_expert_shared, h,
-               n, out);
+    const moe_expert_job x = {-1, h, n, out};
+    moe_experts_ffn(m, il, &x, 1, tp);
 }
 
 void moe_expert_ffn(const moe_model *m, int il, int e, const float *h, int n, float *out, tpool *tp) {
-    const moe_layer *l = &m->layers[il];
-    swiglu_ffn(tp, LO_MUL_MAT_ID, l->gate_exps->type, slice3(l->gate_exps, e), l->up_exps->type, slice3(l->up_exps, e),
-               l->down_exps->type, slice3(l->down_exps, e), m->hp.n_embd, m->hp.n_ff_exp, h, n, out);
+    const moe_expert_job x = {e, h, n, out};
+    moe_experts_ffn(m, il, &x, 1, tp);
 }
 
 /* Index of the best of sel[0..n) not yet taken (ties: lowest index). */
@@ -430,26 +460,38 @@ void moe_moe_ffn_local(const moe_model *m, int il, const float *h, int n, float 
     float *w = fbuf((size_t)n * K);
     moe_router(m, il, h, n, ids, w, tp);
 
-    /* group the (token, slot) pairs by expert and run each expert once */
+    /* group the (token, slot) pairs by expert; every chosen expert and the
+     * shared experts run together (moe_experts_ffn).  A single token needs
+     * no copies: every expert reads h itself (quantized once). */
     float *y = fbuf((size_t)n * K * H);
-    float *xin = fbuf((size_t)n * H), *yout = fbuf((size_t)n * H);
+    float *xin = n > 1 ? fbuf((size_t)n * K * H) : NULL, *yout = n > 1 ? fbuf((size_t)n * K * H) : NULL;
     int *rows = xmalloc(sizeof(int) * (size_t)n * K);
+    moe_expert_job *jobs = xmalloc(sizeof *jobs * (size_t)(E + 1));
+    int nj = 0, used = 0;
     for (int e = 0; e < E; e++) {
         int cnt = 0;
         for (int i = 0; i < n * K; i++)
-            if (ids[i] == e) rows[cnt++] = i;
+            if (ids[i] == e) rows[used + cnt++] = i;
         if (!cnt) continue;
-        for (int r = 0; r < cnt; r++) memcpy(xin + (size_t)r * H, h + (size_t)(rows[r] / K) * H, sizeof(float) * H);
-        moe_expert_ffn(m, il, e, xin, cnt, yout, tp);
-        for (int r = 0; r < cnt; r++) memcpy(y + (size_t)rows[r] * H, yout + (size_t)r * H, sizeof(float) * H);
+        if (n == 1) {
+            jobs[nj++] = (moe_expert_job){e, h, 1, y + (size_t)rows[used] * H};
+        } else {
+            for (int r = 0; r < cnt; r++)
+                memcpy(xin + (size_t)(used + r) * H, h + (size_t)(rows[used + r] / K) * H, sizeof(float) * H);
+            jobs[nj++] = (moe_expert_job){e, xin + (size_t)used * H, cnt, yout + (size_t)used * H};
+        }
+        used += cnt;
     }
     float *sh = NULL;
     if (hp->n_expert_shared > 0) {
         sh = fbuf((size_t)n * H);
-        moe_shared_ffn(m, il, h, n, sh, tp);
+        jobs[nj++] = (moe_expert_job){-1, h, n, sh};
     }
+    moe_experts_ffn(m, il, jobs, nj, tp);
+    if (n > 1)
+        for (int r = 0; r < used; r++) memcpy(y + (size_t)rows[r] * H, yout + (size_t)r * H, sizeof(float) * H);
     moe_combine(n, K, H, w, y, sh, out);
-    free(sh), free(rows), free(yout), free(xin), free(y), free(w), free(ids);
+    free(sh), free(jobs), free(rows), free(yout), free(xin), free(y), free(w), free(ids);
 }
 
 void moe_ffn_block_local(const moe_model *m, int il, float *x, int n, tpool *tp) {

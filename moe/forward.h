@@ -60,6 +60,18 @@ void moe_router(const moe_model *m, int il, const float *h, int n, int *ids, flo
  * Any subset of tokens may be passed: the batch is just rows. */
 void moe_expert_ffn(const moe_model *m, int il, int e, const float *h, int n, float *out, tpool *tp);
 
+/* Several experts of layer il at once, each over its own rows: the gate
+ * and up products of all of them in one pool run, then the down products
+ * in another (instead of three runs per expert).  Every output row is
+ * bitwise what moe_expert_ffn / moe_shared_ffn give for it alone. */
+typedef struct moe_expert_job {
+    int e;           /* routed expert id, or -1: the shared experts */
+    const float *h;  /* [n][H] inputs */
+    int n;           /* rows (0: skipped) */
+    float *out;      /* [n][H] outputs, unweighted */
+} moe_expert_job;
+void moe_experts_ffn(const moe_model *m, int il, const moe_expert_job *jobs, int n_jobs, tpool *tp);
+
 /* out[n][H] = shared experts of layer il over h. */
 void moe_shared_ffn(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp);
 
@@ -69,7 +81,8 @@ void moe_shared_ffn(const moe_model *m, int il, const float *h, int n, float *ou
 void moe_combine(int n, int k, int H, const float *w, const float *y, const float *shared, float *out);
 
 /* Whole MoE FFN of layer il on one process: router, experts grouped by
- * expert over the batch, shared expert, combine. */
+ * expert over the batch and run with the shared experts through
+ * moe_experts_ffn, combine. */
 void moe_moe_ffn_local(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp);
 
 /* x += FFN(x) for layer il (dense or MoE, all local). */

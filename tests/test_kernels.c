@@ -356,6 +356,96 @@ static void test_llama_order(enum kern_path p, tpool *tp1, tpool *tp2) {
     printf("path %s: %d llama-order cases bitwise equal to lo_matmul\n", kern_path_name(p), cases - bad);
 }
 
+/* The attention and element-wise steps of llama_order.h against their
+ * scalar code (this process runs with MOE_KERNEL=scalar, so lo_* is the
+ * reference): softmax, swiglu, rope and a whole attention query, bitwise,
+ * on lengths with and without tails, overflowing and subnormal exps, NaN
+ * and infinities, signed zeros. */
+static void test_llama_steps(enum kern_path p) {
+    int bad = 0, cases = 0;
+    float a[600], b[600], g[600], u[600];
+    /* softmax: attention-like rows, -inf padding, spreads that underflow
+     * (subnormal and zero results), a NaN row */
+    for (int n = 1; n <= 300; n += (n < 40 ? 1 : 13)) {
+        for (int kind = 0; kind < 4; kind++) {
+            for (int i = 0; i < n; i++) {
+                a[i] = kind == 0 ? arand() : kind == 1 ? -110.0f * (float)(rnd() % 1000) / 1000.0f : arand() * 60.0f;
+                if (kind == 3 && i == n / 2) a[i] = NAN;
+            }
+            if (kind == 0)
+                for (int i = n - n % 7; i < n; i++) a[i] = -INFINITY;
+            memcpy(b, a, sizeof(float) * (size_t)n);
+            lo_softmax(a, n);
+            if (!kern_softmax_llama_path(p, b, n) || !bits_equal(a, b, (size_t)n)) bad++;
+            cases++;
+        }
+    }
+    CHECK(bad == 0, "%s: %d of %d softmax rows differ from lo_softmax", kern_path_name(p), bad, cases);
+    /* swiglu: a sweep of g over exp's whole range and past it, then
+     * random rows of every length class with inf and NaN */
+    bad = cases = 0;
+    for (float v0 = -200.0f; v0 < 200.0f; v0 += 0.37f * 512) {
+        for (int i = 0; i < 512; i++) g[i] = v0 + 0.37f * (float)i, u[i] = 1.0f;
+        lo_swiglu(g, u, a, 512);
+        if (!kern_swiglu_llama_path(p, g, u, b, 512) || !bits_equal(a, b, 512)) bad++;
+        cases++;
+    }
+    for (int n = 1; n <= 90; n++) {
+        for (int i = 0; i < n; i++) g[i] = arand() * 8, u[i] = arand();
+        if (n % 5 == 0) g[n / 2] = (n % 2) ? INFINITY : NAN, g[0] = -INFINITY;
+        lo_swiglu(g, u, a, n);
+        if (!kern_swiglu_llama_path(p, g, u, b, n) || !bits_equal(a, b, (size_t)n)) bad++;
+        cases++;
+    }
+    CHECK(bad == 0, "%s: %d of %d swiglu rows differ from lo_swiglu", kern_path_name(p), bad, cases);
+    /* rope: whole vectors and tails; zeros of both signs */
+    bad = cases = 0;
+    static const int dims[] = {2, 6, 16, 18, 32, 64};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+        for (int rep = 0; rep < 20; rep++) {
+            const int nd = dims[di];
+            float cs[64];
+            for (int i = 0; i < nd; i++) {
+                cs[i] = rep == 0 ? 0.0f : frand();
+                a[i] = rep == 1 ? (i % 2 ? -0.0f : 0.0f) : arand();
+            }
+            memcpy(b, a, sizeof(float) * (size_t)nd);
+            lo_rope(cs, nd, a);
+            if (!kern_rope_llama_path(p, cs, nd, b) || !bits_equal(a, b, (size_t)nd)) bad++;
+            cases++;
+        }
+    CHECK(bad == 0, "%s: %d of %d rope rows differ from lo_rope", kern_path_name(p), bad, cases);
+    /* attention: probabilities and outputs, both kqv orders, cache
+     * lengths around the 16- and 64-position steps, latent widths with and
+     * without a tail, padded row strides */
+    bad = cases = 0;
+    static const int nkv[] = {1, 5, 16, 17, 63, 64, 65, 130, 257};
+    static const int lat[][2] = {{64, 16}, {200, 8}, {256, 32}, {136, 16}};
+    const int max_stride = 256 + 32 + 3;
+    float *kv = malloc(sizeof(float) * 257 * max_stride), *o1 = malloc(sizeof(float) * 256), *o2 = malloc(sizeof(float) * 256);
+    float *p1 = malloc(sizeof(float) * (257 + 16)), *p2 = malloc(sizeof(float) * (257 + 16)), q[300];
+    for (size_t li = 0; li < sizeof lat / sizeof lat[0]; li++)
+        for (size_t ni = 0; ni < sizeof nkv / sizeof nkv[0]; ni++)
+            for (int tiny = 0; tiny < 2; tiny++) {
+                const int L = lat[li][0], W = L + lat[li][1], n = nkv[ni];
+                const size_t stride = (size_t)W + (ni % 2 ? 3 : 0);
+                for (size_t i = 0; i < (size_t)n * stride; i++) kv[i] = arand();
+                for (int i = 0; i < W; i++) q[i] = arand() * (li == 1 ? 4 : 1);
+                lo_attention(tiny, n, W, L, kv, stride, q, 0.19f, p1, o1);
+                const bool ok = kern_attention_llama_path(p, tiny, n, W, L, kv, stride, q, 0.19f, p2, o2);
+                if (!ok || !bits_equal(p1, p2, (size_t)((n + 15) & ~15)) || !bits_equal(o1, o2, (size_t)L)) {
+                    bad++;
+                    fprintf(stderr, "  %s attention L %d W %d n_kv %d tiny %d differs\n", kern_path_name(p), L, W, n,
+                            tiny);
+                }
+                cases++;
+            }
+    free(kv), free(o1), free(o2), free(p1), free(p2);
+    CHECK(bad == 0, "%s: %d of %d attention queries differ from lo_attention", kern_path_name(p), bad, cases);
+    printf("path %s: softmax, swiglu, rope and attention bitwise equal to llama_order's scalar code\n",
+           kern_path_name(p));
+}
+
 /* Runs this program again with MOE_KERNEL=scalar and --llama-order. */
 static int run_llama_order_child(void) {
     fflush(stdout);
@@ -484,7 +574,10 @@ int main(int argc, char **argv) {
         CHECK(kern_get_path() == KERN_SCALAR, "--llama-order needs MOE_KERNEL=scalar (lo_matmul must be scalar)");
         tpool *a = tpool_create(1), *b = tpool_create(2);
         for (int p = KERN_AVX2; p <= KERN_AVX512; p++)
-            if (kern_path_supported((enum kern_path)p)) test_llama_order((enum kern_path)p, a, b);
+            if (kern_path_supported((enum kern_path)p)) {
+                test_llama_order((enum kern_path)p, a, b);
+                test_llama_steps((enum kern_path)p);
+            }
         tpool_destroy(a);
         tpool_destroy(b);
         return check_summary("test_kernels --llama-order");

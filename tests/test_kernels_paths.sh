@@ -6,8 +6,9 @@
 #   - no object outside *_avx2.c / *_avx512.c holds an AVX instruction (the
 #     binary starts on any x86-64) and *_avx2.o holds no AVX-512 one (the
 #     AVX2 path runs on an AVX2-only CPU);
-#   - the fixtures' logits test (test_forward) passes on every path this
-#     CPU can run.
+#   - the fixtures' logits test (test_forward) and the llama.cpp-order test
+#     (test_llama_order: bit-exact fixture logits, lo_matmul_multi) pass
+#     on every path this CPU can run.
 # Usage: tests/test_kernels_paths.sh BUILD_DIR
 set -u
 build=${1:-build}
@@ -66,6 +67,15 @@ if [ -x "$F" ]; then
     done
 else
     bad "$F not built"
+fi
+O=$build/tests/test_llama_order
+if [ -x "$O" ]; then
+    for p in $supported; do
+        if MOE_KERNEL=$p "$O" > "$build/kpaths-order-$p.log" 2>&1; then ok
+        else bad "test_llama_order with MOE_KERNEL=$p (see $build/kpaths-order-$p.log)"; tail -n 5 "$build/kpaths-order-$p.log"; fi
+    done
+else
+    bad "$O not built"
 fi
 
 echo "test_kernels_paths: $pass checks passed, $fail failed"

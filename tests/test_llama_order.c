@@ -3,6 +3,7 @@
  *     depends on the order (a different order gives a different float);
  *   - lo_matmul: a row's result does not depend on the thread count or on
  *     how a multi-row batch is cut, for every weight type and layout;
+ *   - lo_matmul_multi gives each product's lo_matmul bits;
  *   - end to end: the fixture pairs whose every op is mirrored give
  *     llama.cpp's logits bit for bit (all but tiny-v3-f32-legacykvb, whose
  *     graph in llama.cpp decompresses kv_b instead of absorbing it). */
@@ -106,6 +107,52 @@ static void test_matmul_determinism(void) {
     free(w), free(x);
 }
 
+/* lo_matmul_multi: each product bitwise its own lo_matmul, with products
+ * sharing activations, several types and ops, empty ones, on 1 and 2
+ * threads. */
+static void test_matmul_multi(void) {
+    static const int types[] = {QT_Q4_K, QT_Q6_K, QT_Q5_0, QT_F32, QT_Q8_0, QT_Q4_0, QT_Q4_1, QT_BF16};
+    enum { NP = 12 };
+    const int cols = 512, ntok_max = 5;
+    float *w = malloc(sizeof(float) * 48 * cols), *x = malloc(sizeof(float) * 2 * ntok_max * cols);
+    unsigned s = 777;
+    for (int i = 0; i < 48 * cols; i++) s = s * 1103515245u + 12345u, w[i] = (float)((s >> 9) % 2001) / 1000.f - 1.f;
+    for (int i = 0; i < 2 * ntok_max * cols; i++) s = s * 1103515245u + 12345u, x[i] = (float)((s >> 9) % 2001) / 500.f - 2.f;
+    void *W[NP];
+    lo_mm mm[NP];
+    float *ref[NP], *got[NP];
+    for (int i = 0; i < NP; i++) {
+        const int t = types[i % 8], rows = 8 + 8 * (i % 3) + (i == 7 ? 3 : 0);
+        W[i] = malloc(qtype_row_size(t, cols) * rows);
+        qtype_quantize_weights(t, w, W[i], (int64_t)rows * cols);
+        const enum lo_op op = (enum lo_op)(i % 3);
+        const int ntok = i == 5 ? 0 : op == LO_MUL_MAT_1 ? 1 : 1 + i % ntok_max;
+        /* products 0-5 read x, 6-11 the second half (activations shared) */
+        mm[i] = (lo_mm){op, op != LO_MUL_MAT_ID || i % 2 ? lo_repacked(t, rows, true) : false, t, W[i], rows, cols,
+                        x + (i < 6 ? 0 : (size_t)ntok_max * cols), ntok, NULL};
+        ref[i] = malloc(sizeof(float) * (size_t)rows * ntok_max);
+        got[i] = malloc(sizeof(float) * (size_t)rows * ntok_max);
+        lo_matmul(NULL, op, mm[i].repacked, t, W[i], rows, cols, mm[i].X, ntok, ref[i]);
+    }
+    tpool *tp = tpool_create(2);
+    for (int th = 0; th < 2; th++) {
+        for (int i = 0; i < NP; i++) {
+            memset(got[i], 0xFF, sizeof(float) * (size_t)mm[i].rows * ntok_max);
+            mm[i].Y = got[i];
+        }
+        lo_matmul_multi(th ? tp : NULL, mm, NP);
+        int bad = 0;
+        for (int i = 0; i < NP; i++) bad += memcmp(ref[i], got[i], sizeof(float) * (size_t)mm[i].rows * mm[i].ntok) != 0;
+        uint32_t untouched;
+        memcpy(&untouched, got[5], 4);
+        CHECK(bad == 0, "lo_matmul_multi (%d threads): %d of %d products differ from lo_matmul", th + 1, bad, NP);
+        CHECK(untouched == 0xFFFFFFFFu, "lo_matmul_multi wrote into an empty product's output");
+    }
+    tpool_destroy(tp);
+    for (int i = 0; i < NP; i++) free(W[i]), free(ref[i]), free(got[i]);
+    free(w), free(x);
+}
+
 /* Fixture pairs whose every op llama_order mirrors: logits bit for bit. */
 static void test_fixtures_bitexact(void) {
     static const char *models[] = {"tiny-v3-f32",  "tiny-v3-bf16",    "tiny-v3-f16",       "tiny-v3-Q8_0",
@@ -171,6 +218,7 @@ int main(void) {
     test_sums();
     test_expf();
     test_matmul_determinism();
+    test_matmul_multi();
     test_fixtures_bitexact();
     return check_summary("test_llama_order");
 }
