@@ -153,10 +153,41 @@ static void value_sum(int tiny, int n_kv, int L, const float *kv, size_t stride,
     }
 }
 
+/* p[s] = lo_dot_f32(W, row_s, q) * scale for n (<= 8) positions from
+ * row0, their serial tails side by side (see kern_attn_avx512.c). */
+static void scores8(int n, int W, const float *row0, size_t stride, const float *q, float scale, float *p) {
+    const int np = W & ~63;
+    float r[8] __attribute__((aligned(32))) = {0};
+    for (int u = 0; u < n; u++) {
+        const float *x = row0 + (size_t)u * stride;
+        __m256 s[8];
+        for (int k = 0; k < 8; k++) s[k] = _mm256_setzero_ps();
+        for (int i = 0; i < np; i += 64)
+            for (int k = 0; k < 8; k++) /* accumulator k/2, its lanes 0-7 / 8-15 */
+                s[k] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8 * k), _mm256_loadu_ps(q + i + 8 * k), s[k]);
+        /* (0 + 2) + (1 + 3) per 16-lane half, then _mm512_reduce_add_ps */
+        const __m256 lo = _mm256_add_ps(_mm256_add_ps(s[0], s[4]), _mm256_add_ps(s[2], s[6]));
+        const __m256 hi = _mm256_add_ps(_mm256_add_ps(s[1], s[5]), _mm256_add_ps(s[3], s[7]));
+        r[u] = hsum8(_mm256_add_ps(hi, lo));
+    }
+    const __m256i m = first_lanes(n);
+    __m256 sum = _mm256_load_ps(r);
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)stride));
+    for (int i = np; i < W; i++) {
+        const __m256 x = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), row0 + i, idx, _mm256_castsi256_ps(m), 4);
+        sum = _mm256_add_ps(sum, _mm256_mul_ps(x, _mm256_set1_ps(q[i])));
+    }
+    _mm256_maskstore_ps(p, m, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
+}
+
 void kern_avx2_attention(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q,
                          float scale, float *p, float *o) {
     const int n_pad = (n_kv + 15) & ~15;
-    for (int s = 0; s < n_kv; s++) p[s] = kern_avx2_dot_f32_llama(W, kv + (size_t)s * stride, q) * scale;
+    if ((size_t)n_kv * stride < (size_t)1 << 31) /* gather offsets are int32 */
+        for (int s = 0; s < n_kv; s += 8)
+            scores8(n_kv - s < 8 ? n_kv - s : 8, W, kv + (size_t)s * stride, stride, q, scale, p + s);
+    else
+        for (int s = 0; s < n_kv; s++) p[s] = kern_avx2_dot_f32_llama(W, kv + (size_t)s * stride, q) * scale;
     for (int s = n_kv; s < n_pad; s++) p[s] = -INFINITY;
     kern_avx2_softmax(p, n_pad);
     value_sum(tiny, n_kv, L, kv, stride, p, o);

@@ -151,10 +151,44 @@ static void value_sum(int tiny, int n_kv, int L, const float *kv, size_t stride,
     }
 }
 
+/* p[s] = lo_dot_f32(W, row_s, q) * scale for the n (<= 16) positions
+ * from row0.  ggml_vec_dot_f32 ends with a serial tail (W % 64 values,
+ * each product rounded, then added in turn); a position's tail is a chain
+ * of dependent adds, so 16 positions' tails are run side by side, one
+ * lane each: the same operations in the same order per position. */
+static void scores16(int n, int W, const float *row0, size_t stride, const float *q, float scale, float *p) {
+    const int np = W & ~63;
+    float r[16] __attribute__((aligned(64)));
+    for (int u = 0; u < n; u++) {
+        const float *x = row0 + (size_t)u * stride;
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int i = 0; i < np; i += 64) {
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(q + i), s0);
+            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(q + i + 16), s1);
+            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(q + i + 32), s2);
+            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(q + i + 48), s3);
+        }
+        r[u] = reduce16(_mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
+    }
+    const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+    __m512 sum = _mm512_maskz_load_ps(m, r);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)stride));
+    for (int i = np; i < W; i++) {
+        const __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, row0 + i, 4);
+        sum = _mm512_add_ps(sum, _mm512_mul_ps(x, _mm512_set1_ps(q[i])));
+    }
+    _mm512_mask_storeu_ps(p, m, _mm512_mul_ps(sum, _mm512_set1_ps(scale)));
+}
+
 void kern_avx512_attention(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q,
                            float scale, float *p, float *o) {
     const int n_pad = (n_kv + 15) & ~15;
-    for (int s = 0; s < n_kv; s++) p[s] = kern_avx512_dot_f32_llama(W, kv + (size_t)s * stride, q) * scale;
+    if ((size_t)n_kv * stride < (size_t)1 << 31) /* gather offsets are int32 */
+        for (int s = 0; s < n_kv; s += 16)
+            scores16(n_kv - s < 16 ? n_kv - s : 16, W, kv + (size_t)s * stride, stride, q, scale, p + s);
+    else
+        for (int s = 0; s < n_kv; s++) p[s] = kern_avx512_dot_f32_llama(W, kv + (size_t)s * stride, q) * scale;
     for (int s = n_kv; s < n_pad; s++) p[s] = -INFINITY;
     kern_avx512_softmax(p, n_pad);
     value_sum(tiny, n_kv, L, kv, stride, p, o);

@@ -242,7 +242,76 @@ INLINE void int_tile(const int_desc *D, const wblk *w, const uint8_t *const *a, 
     }
 }
 
+/* Q4_K-layout blocks (8 sub-blocks of 32 with their own scale, MODE_MIN
+ * or MODE_GEMM), TT tokens at once with one vpdpbusd chain per token, so
+ * that dot, isum and a weight vector (2 TT + 1 zmm) stay in registers:
+ * each weight vector is loaded once per TT tokens and every activation
+ * word is an embedded broadcast.  Same integers and float steps as
+ * int_tile. */
+INLINE void k8_tile(const int_desc *D, const wblk *w, const uint8_t *ab, size_t astride, __m512 (*acc)[2], const int TT) {
+    static const int slot_order[2][8] = {{0, 1, 2, 3, 4, 5, 6, 7}, {0, 2, 1, 3, 4, 6, 5, 7}};
+    const int gemm = D->mode == MODE_GEMM;
+    __m512i isum[8], dot[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < TT; t++) isum[t] = _mm512_setzero_si512();
+    #pragma GCC unroll 1
+    for (int si = 0; si < 8; si++) {
+        /* gemm: the pairs (2j, 2j+1) in slot order are slots {0,2}, {1,3}, {4,6}, {5,7} */
+        const int g = slot_order[gemm][si];
+        #pragma GCC unroll 8
+        for (int t = 0; t < TT; t++) dot[t] = _mm512_setzero_si512();
+        #pragma GCC unroll 8
+        for (int kk = 0; kk < 8; kk++) {
+            const int k = 8 * g + kk;
+            const __m512i wq = _mm512_load_si512(&w->q[k]);
+            #pragma GCC unroll 8
+            for (int t = 0; t < TT; t++) dot[t] = _mm512_dpbusd_epi32(dot[t], wq, bc32(ab + (size_t)t * astride + D->qoff + 4 * k));
+        }
+        const __m512i sc = _mm512_load_si512(&w->sc[g]);
+        #pragma GCC unroll 8
+        for (int t = 0; t < TT; t++) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(dot[t], sc));
+        if (gemm && si % 2 == 1) { /* pair jp done: acc += ps * d*da, acc_m += msum_jp * dmin*da */
+            const int jp = si / 2;
+            #pragma GCC unroll 8
+            for (int t = 0; t < TT; t++) {
+                const uint8_t *a = ab + (size_t)t * astride;
+                float da;
+                memcpy(&da, a + D->doff, 4);
+                const __m512 vda = _mm512_set1_ps(da);
+                const __m512i m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w->mn[jp], bc32(a + D->soff + 4 * jp));
+                acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(w->d, vda), acc[t][0]);
+                acc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(w->dmin, vda), acc[t][1]);
+                isum[t] = _mm512_setzero_si512();
+            }
+        }
+    }
+    if (gemm) return;
+    #pragma GCC unroll 8
+    for (int t = 0; t < TT; t++) {
+        const uint8_t *a = ab + (size_t)t * astride;
+        __m512i m = _mm512_setzero_si512();
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) m = _mm512_dpwssd_epi32(m, w->mn[p], bc32(a + D->soff + 4 * p));
+        float da;
+        memcpy(&da, a + D->doff, 4);
+        const __m512 vda = _mm512_set1_ps(da);
+        acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(w->d, vda), acc[t][0]);
+        acc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(w->dmin, vda), acc[t][1]);
+    }
+}
+
+/* All nt tokens of a chunk against one prepared Q4_K-layout block. */
+static void k8_block(const int_desc *D, const wblk *w, const uint8_t *ab, size_t astride, __m512 (*acc)[2], int nt) {
+    int t = 0;
+    for (; t + 8 <= nt; t += 8) k8_tile(D, w, ab + (size_t)t * astride, astride, acc + t, 8);
+    if (t + 4 <= nt) k8_tile(D, w, ab + (size_t)t * astride, astride, acc + t, 4), t += 4;
+    if (t + 2 <= nt) k8_tile(D, w, ab + (size_t)t * astride, astride, acc + t, 2), t += 2;
+    if (t < nt) k8_tile(D, w, ab + (size_t)t * astride, astride, acc + t, 1);
+}
+
 typedef void (*prep_fn)(const uint8_t *const rp[16], __m512i gidx, size_t off, wblk *w);
+static void prep_q4_K(const uint8_t *const rp[16], __m512i gidx, size_t off, wblk *w);
+static void prep_q4_K_full(const uint8_t *base, size_t stride, size_t off, wblk *w);
 
 /* Rows [r0, r1) of an integer-type product: groups of 16 rows, blocks in
  * order, tokens in chunks of TCHUNK whose accumulators stay in L1. */
@@ -264,8 +333,15 @@ INLINE void int_matmul(const kern_job *j, int r0, int r1, const int_desc *D, pre
             pf_stream pf = pf_start(j, rp[0], (size_t)nrow * j->wstride, nb);
             for (int b = 0; b < nb; b++) {
                 pf_step(&pf);
-                prep(rp, gidx, (size_t)b * D->wblk, &w);
+                if (prep == prep_q4_K && nrow == 16 && g + 16 <= j->rows)
+                    prep_q4_K_full(rp[0], j->wstride, (size_t)b * D->wblk, &w);
+                else
+                    prep(rp, gidx, (size_t)b * D->wblk, &w);
                 const uint8_t *ab = j->A + (size_t)t0 * j->astride + (size_t)b * D->ablk;
+                if (D->nsub == 8) { /* Q4_K / Q5_K layout: the register-friendly tiles */
+                    k8_block(D, &w, ab, j->astride, acc, nt);
+                    continue;
+                }
                 int t = 0;
                 for (; t + TT <= nt; t += TT) {
                     const uint8_t *a[4];
@@ -398,6 +474,49 @@ static void prep_q4_K(const uint8_t *const rp[16], __m512i gidx, size_t off, wbl
             const int q = 4 * c + m;
             w->q[k4_slot(q, 0)] = _mm512_and_si512(t[m], M0F);
             w->q[k4_slot(q, 1)] = _mm512_and_si512(_mm512_srli_epi32(t[m], 4), M0F);
+        }
+    }
+}
+
+/* load_t16 for 16 consecutive rows `stride` bytes apart (a full group),
+ * written out so that the compiler keeps everything in registers: row
+ * addresses are base + {0,1,2,3} * stride, the base moving 4 rows on. */
+INLINE void load_t16s(const uint8_t *base, size_t stride, __m512i o[4]) {
+    const size_t s3 = 3 * stride;
+    __m512i z[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        const uint8_t *b = base + 4 * (size_t)k * stride;
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)b));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + stride)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + 2 * stride)), 2);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + s3)), 3);
+        z[k] = v;
+    }
+    __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+    __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+    o[0] = _mm512_unpacklo_epi64(t0, t2);
+    o[1] = _mm512_unpackhi_epi64(t0, t2);
+    o[2] = _mm512_unpacklo_epi64(t1, t3);
+    o[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+/* prep_q4_K for a full group of 16 consecutive rows from `base`. */
+static void prep_q4_K_full(const uint8_t *base, size_t stride, size_t off, wblk *w) {
+    __m512i t[4];
+    load_t16s(base + off, stride, t);
+    w->d = half_lo(t[0]);
+    w->dmin = half_lo(_mm512_srli_epi32(t[0], 16));
+    k4_scales(t[1], t[2], t[3], w);
+    const __m512i m = M0F;
+    #pragma GCC unroll 8
+    for (int c = 0; c < 8; c++) {
+        load_t16s(base + off + 16 + 16 * c, stride, t);
+        #pragma GCC unroll 4
+        for (int mm = 0; mm < 4; mm++) {
+            const int q = 4 * c + mm;
+            _mm512_store_si512(&w->q[k4_slot(q, 0)], _mm512_and_si512(t[mm], m));
+            _mm512_store_si512(&w->q[k4_slot(q, 1)], _mm512_and_si512(_mm512_srli_epi32(t[mm], 4), m));
         }
     }
 }

@@ -308,12 +308,17 @@ INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
     if (kind == K_Q6) {
         /* lanes over the unsigned 6-bit values (|p| <= 4 * 63 * 127 < 2^15),
          * then lane l -= 32 * (sc[2l] * bsum[2l] + sc[2l+1] * bsum[2l+1]) */
-        __m256i I = _mm256_setzero_si256();
+        /* two chains of vpdpwssd (exact integers: the split changes nothing) */
+        __m256i I = _mm256_setzero_si256(), J = I;
         #pragma GCC unroll 8
-        for (int g = 0; g < 8; g++) {
+        for (int g = 0; g < 8; g += 2) {
             __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k->W[g], _mm256_loadu_si256((const __m256i *)(a->q + 32 * g)));
+            __m256i p1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k->W[g + 1],
+                                             _mm256_loadu_si256((const __m256i *)(a->q + 32 * g + 32)));
             I = _mm256_dpwssd_epi32(I, p, k->S[g]);
+            J = _mm256_dpwssd_epi32(J, p1, k->S[g + 1]);
         }
+        I = _mm256_add_epi32(I, J);
         const __m256i off = _mm256_madd_epi16(k->sc16, _mm256_loadu_si256((const __m256i *)a->s16));
         I = _mm256_sub_epi32(I, _mm256_slli_epi32(off, 5));
         const float d = a->d * k->d;
