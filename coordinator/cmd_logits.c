@@ -94,8 +94,9 @@ static bool batch_read(const char *path, batch_file *b, char *err, size_t errlen
         for (int i = b->n - 1; i >= 0 && b->v[i].step == r.step; i--)
             if (b->v[i].seq == r.seq) {
                 ok = false;
-                snprintf(err, errlen, "%s:%d: sequence %d already has a request in this batch (a blank line starts the next)",
-                         path, ln, r.seq);
+                snprintf(err, errlen,
+                         "%s:%d: sequence %d already has a request in this batch (a blank line starts the next)", path,
+                         ln, r.seq);
             }
         char sub[200];
         if (ok && !(r.ids = cli_ids(colon + 1, &r.n, sub, sizeof sub))) {
@@ -205,7 +206,8 @@ int cmd_logits(int argc, char **argv) {
     if (!eo.model_path) return cli_usage_error("logits", "missing -m MODEL");
     if (batch_path) {
         if (tokens_s) return cli_usage_error("logits", "--tokens and --batch exclude each other");
-        if (!out_path || !strcmp(out_path, "-")) return cli_usage_error("logits", "--batch needs -o PREFIX (a file name)");
+        if (!out_path || !strcmp(out_path, "-"))
+            return cli_usage_error("logits", "--batch needs -o PREFIX (a file name)");
         return run_batch(&eo, batch_path, out_path);
     }
     if (!tokens_s) return cli_usage_error("logits", "missing --tokens IDS");

@@ -278,7 +278,8 @@ static bool check_reqs(engine_mpi *e, int n_req, const engine_req *r, char *err,
     if (n_req <= 0) return snprintf(err, errlen, "empty batch"), false;
     for (int i = 0; i < n_req; i++) {
         const int s = r[i].seq;
-        if (s < 0 || s >= CL_MAX_SEQ) return snprintf(err, errlen, "sequence id %d out of range [0, %d)", s, CL_MAX_SEQ), false;
+        if (s < 0 || s >= CL_MAX_SEQ)
+            return snprintf(err, errlen, "sequence id %d out of range [0, %d)", s, CL_MAX_SEQ), false;
         for (int j = 0; j < i; j++)
             if (r[j].seq == s) return snprintf(err, errlen, "sequence %d appears twice in one batch", s), false;
         if (r[i].n <= 0 || !r[i].tokens) return snprintf(err, errlen, "sequence %d: no tokens", s), false;

@@ -333,8 +333,8 @@ static void attention(cl_rank *c, cl_unit *u) {
     const moe_model *m = c->model;
     const int il = u->layer, n = u->h.n;
     moe_kvcache **kv = &c->kv[seq_index(u->h.stage, u->h.seq)];
-    if (!*kv && !(*kv = moe_kvcache_new(&m->hp, c->plan.stage_layer0[u->h.stage], u->l1 - c->plan.stage_layer0[u->h.stage],
-                                        c->n_ctx)))
+    const int l0 = c->plan.stage_layer0[u->h.stage];
+    if (!*kv && !(*kv = moe_kvcache_new(&m->hp, l0, u->l1 - l0, c->n_ctx)))
         cl_die(c, "out of memory for the KV cache of stage %d", u->h.stage);
     u->active = true;
     if (cl_stage_waiting(c)) c->st.overlapped++; /* the workers have another unit's experts meanwhile */
