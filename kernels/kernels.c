@@ -5,6 +5,7 @@
 #include "kernels.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,31 +230,35 @@ static void task_init(mm_task *m, enum kern_path p, int wtype, const void *W, in
     task_init_ops(m, path_wops(p, wtype), p, wtype, W, rows, cols, X, Xq, ntok, Y, owned);
 }
 
-/* Work split: every task's rows are cut into groups; the cost of a group
- * is its weight volume (group x cols), and thread i takes the groups whose
- * start falls in the i-th equal share of the total.  Integer arithmetic,
- * so neighbouring threads agree exactly on the boundaries. */
+/* Work split: every task's rows are cut into groups; a group's cost is
+ * its weight volume (group x cols) times (ntok + 2): streaming and
+ * preparing the weights is worth about two tokens of arithmetic.  The
+ * groups of all tasks, in order, form one line of cost; threads take
+ * pieces of it as they get free (guided: each piece a fraction of what is
+ * left, so there are few of them and none is left for the end).  Which
+ * thread computes a group changes nothing: a group is always computed
+ * whole, by the same kernel call for its rows. */
 typedef struct multi_run {
     const mm_task *tasks;
     int n;
-    int64_t total; /* sum of the tasks' costs */
+    int64_t total;       /* sum of the tasks' costs */
+    int64_t min_piece;   /* smallest piece a thread takes */
+    atomic_llong next;   /* start of the part of the cost line not yet taken */
 } multi_run;
 
 static int64_t task_unit(const mm_task *m) {
-    return m->job.ntok > 0 ? (int64_t)m->group * m->job.cols : 0;
+    return m->job.ntok > 0 ? (int64_t)m->group * m->job.cols * (m->job.ntok + 2) : 0;
 }
 
 static int64_t ceil_div(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
 
-static void multi_worker(void *arg, int ith, int nth) {
-    const multi_run *mr = arg;
-    const int64_t lo = mr->total * ith / nth, hi = mr->total * (ith + 1) / nth;
+/* The groups whose start lies in [lo, hi) of the cost line. */
+static void run_piece(const multi_run *mr, int64_t lo, int64_t hi) {
     int64_t base = 0;
-    for (int i = 0; i < mr->n; i++) {
+    for (int i = 0; i < mr->n && base < hi; i++) {
         const mm_task *m = &mr->tasks[i];
         const int64_t G = (m->job.rows + m->group - 1) / m->group, unit = task_unit(m);
         if (unit == 0) continue;
-        /* groups g with base + g * unit in [lo, hi) */
         int64_t g0 = ceil_div(lo - base, unit), g1 = ceil_div(hi - base, unit);
         if (g1 > G) g1 = G;
         if (g0 < g1) {
@@ -264,11 +269,33 @@ static void multi_worker(void *arg, int ith, int nth) {
     }
 }
 
+static void multi_worker(void *arg, int ith, int nth) {
+    multi_run *mr = arg;
+    (void)ith;
+    long long cur = atomic_load_explicit(&mr->next, memory_order_relaxed);
+    while (cur < mr->total) {
+        int64_t take = (mr->total - cur) / (2 * nth);
+        if (take < mr->min_piece) take = mr->min_piece;
+        const int64_t end = cur + take < mr->total ? cur + take : mr->total;
+        if (atomic_compare_exchange_weak_explicit(&mr->next, &cur, end, memory_order_relaxed, memory_order_relaxed)) {
+            run_piece(mr, cur, end);
+            cur = atomic_load_explicit(&mr->next, memory_order_relaxed);
+        }
+    }
+}
+
 static void run_tasks(tpool *tp, const mm_task *tasks, int n) {
-    multi_run mr = {tasks, n, 0};
-    for (int i = 0; i < n; i++)
-        mr.total += task_unit(&tasks[i]) * ((tasks[i].job.rows + tasks[i].group - 1) / tasks[i].group);
+    multi_run mr = {.tasks = tasks, .n = n};
+    int64_t biggest = 0;
+    for (int i = 0; i < n; i++) {
+        const int64_t u = task_unit(&tasks[i]);
+        mr.total += u * ((tasks[i].job.rows + tasks[i].group - 1) / tasks[i].group);
+        if (u > biggest) biggest = u;
+    }
     if (mr.total <= 0) return;
+    /* pieces of at least ~64K weight-tokens, and at least one group */
+    mr.min_piece = 3 * 65536 > biggest ? 3 * 65536 : biggest;
+    atomic_init(&mr.next, 0);
     tpool_run(tp, multi_worker, &mr);
 }
 
