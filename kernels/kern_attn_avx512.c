@@ -101,95 +101,191 @@ void kern_avx512_rope(const float *cs, int n_dims, float *x) {
     }
 }
 
-#define VCH 128 /* outputs per pass of the value sum: 8 zmm accumulators */
+/* 16 x 16 transpose: r[i] lane j <-> r[j] lane i. */
+INLINE void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    #pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+    }
+    /* r[4i + k], 128-bit lane j: column 4j + k of rows 4i..4i+3 */
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        const __m512 a0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x44), a1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xEE);
+        const __m512 b0 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x44), b1 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xEE);
+        t[k] = _mm512_shuffle_f32x4(a0, b0, 0x88);      /* column k */
+        t[4 + k] = _mm512_shuffle_f32x4(a0, b0, 0xDD);  /* column 4 + k */
+        t[8 + k] = _mm512_shuffle_f32x4(a1, b1, 0x88);  /* column 8 + k */
+        t[12 + k] = _mm512_shuffle_f32x4(a1, b1, 0xDD); /* column 12 + k */
+    }
+    #pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
 
-/* o[i] for i < L (see the file comment).  part[slot][j] holds slot
- * (accumulator a, lane l) = 16a + l for the VCH outputs of a pass. */
-static void value_sum(int tiny, int n_kv, int L, const float *kv, size_t stride, const float *p, float *o) {
-    float part[64][VCH] __attribute__((aligned(64)));
+#define NQMAX 4 /* queries sharing one pass over the cache rows */
+
+/* p_h[s] = lo_dot_f32(W, row_s, q_h) * scale for the n (<= 16) positions
+ * from row0 and NQ queries.  Each row is loaded once for all queries.
+ * ggml_vec_dot_f32 ends with a serial tail (W % 64 values, each product
+ * rounded, then added in turn); a position's tail is a chain of dependent
+ * adds, so the 16 positions' tails run side by side, one lane each: the
+ * rows' tail values are transposed (16 at a time), multiplied by the
+ * query value and added column after column, the same operations in the
+ * same order per position. */
+INLINE void scores16(const int NQ, int n, int W, const float *row0, size_t stride, const float *q, size_t qs,
+                     float scale, float *p, size_t ps) {
+    const int np = W & ~63;
+    float r[NQMAX][16] __attribute__((aligned(64)));
+    #pragma GCC unroll 4
+    for (int h = 0; h < NQ; h++) _mm512_store_ps(r[h], _mm512_setzero_ps());
+    for (int u = 0; u < n; u++) {
+        const float *x = row0 + (size_t)u * stride;
+        __m512 a[NQMAX][4];
+        #pragma GCC unroll 4
+        for (int h = 0; h < NQ; h++) a[h][0] = a[h][1] = a[h][2] = a[h][3] = _mm512_setzero_ps();
+        for (int i = 0; i < np; i += 64) {
+            #pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m512 xv = _mm512_loadu_ps(x + i + 16 * k);
+                #pragma GCC unroll 4
+                for (int h = 0; h < NQ; h++) a[h][k] = _mm512_fmadd_ps(xv, _mm512_loadu_ps(q + h * qs + i + 16 * k), a[h][k]);
+            }
+        }
+        #pragma GCC unroll 4
+        for (int h = 0; h < NQ; h++)
+            r[h][u] = reduce16(_mm512_add_ps(_mm512_add_ps(a[h][0], a[h][2]), _mm512_add_ps(a[h][1], a[h][3])));
+    }
+    __m512 sum[NQMAX];
+    #pragma GCC unroll 4
+    for (int h = 0; h < NQ; h++) sum[h] = _mm512_load_ps(r[h]);
+    for (int c = np; c < W; c += 16) {
+        const int nc = W - c < 16 ? W - c : 16;
+        const __mmask16 m = (__mmask16)((1u << nc) - 1);
+        __m512 t[16];
+        #pragma GCC unroll 16
+        for (int u = 0; u < 16; u++) t[u] = u < n ? _mm512_maskz_loadu_ps(m, row0 + (size_t)u * stride + c) : _mm512_setzero_ps();
+        transpose16(t); /* t[i]: value c + i of the 16 rows */
+        for (int i = 0; i < nc; i++) {
+            #pragma GCC unroll 4
+            for (int h = 0; h < NQ; h++) sum[h] = _mm512_add_ps(sum[h], _mm512_mul_ps(t[i], _mm512_set1_ps(q[h * qs + c + i])));
+        }
+    }
+    const __mmask16 keep = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+    #pragma GCC unroll 4
+    for (int h = 0; h < NQ; h++) _mm512_mask_storeu_ps(p + h * ps, keep, _mm512_mul_ps(sum[h], _mm512_set1_ps(scale)));
+}
+
+#define VCH 64 /* outputs per pass of the value sum: 4 zmm per query */
+
+/* One (accumulator, lane) slot over the positions that feed it, for the
+ * VCH outputs of a pass and NQ queries; m[k] masks vector k. */
+INLINE void slot_sum(const int NQ, int slot, int step, int n_kv, const float *kv, size_t stride, const float *p,
+                     size_t ps, const __mmask16 m[4], float (*out)[64][VCH], const int full) {
+    __m512 acc[NQMAX][VCH / 16];
+    #pragma GCC unroll 4
+    for (int h = 0; h < NQ; h++)
+        #pragma GCC unroll 4
+        for (int k = 0; k < VCH / 16; k++) acc[h][k] = _mm512_setzero_ps();
+    for (int s = slot; s < n_kv; s += step) {
+        const float *row = kv + (size_t)s * stride;
+        __m512 x[VCH / 16];
+        #pragma GCC unroll 4
+        for (int k = 0; k < VCH / 16; k++) x[k] = full ? _mm512_loadu_ps(row + 16 * k) : _mm512_maskz_loadu_ps(m[k], row + 16 * k);
+        #pragma GCC unroll 4
+        for (int h = 0; h < NQ; h++) {
+            const __m512 pv = _mm512_set1_ps(p[h * ps + s]);
+            #pragma GCC unroll 4
+            for (int k = 0; k < VCH / 16; k++) acc[h][k] = _mm512_fmadd_ps(x[k], pv, acc[h][k]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int h = 0; h < NQ; h++)
+        #pragma GCC unroll 4
+        for (int k = 0; k < VCH / 16; k++) _mm512_store_ps(out[h][slot] + 16 * k, acc[h][k]);
+}
+
+/* o_h[i] for i < L (see the file comment).  part[h][slot][j] holds slot
+ * (accumulator a, lane l) = 16a + l of query h for the outputs of a pass. */
+INLINE void value_sum(const int NQ, int tiny, int n_kv, int L, const float *kv, size_t stride, const float *p,
+                      size_t ps, float *o, size_t os) {
+    float part[NQMAX][64][VCH] __attribute__((aligned(64)));
     const int na = tiny ? 1 : 4, step = 16 * na;
     for (int i0 = 0; i0 < L; i0 += VCH) {
         const int nc = L - i0 < VCH ? L - i0 : VCH, nv = (nc + 15) / 16;
-        const __mmask16 last = nc % 16 ? (__mmask16)((1u << (nc % 16)) - 1) : (__mmask16)0xFFFF;
+        __mmask16 m[4];
+        for (int k = 0; k < 4; k++) {
+            const int left = nc - 16 * k;
+            m[k] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+        }
         for (int slot = 0; slot < step; slot++) {
-            __m512 acc[VCH / 16];
-            #pragma GCC unroll 8
-            for (int k = 0; k < VCH / 16; k++) acc[k] = _mm512_setzero_ps();
-            for (int s = slot; s < n_kv; s += step) {
-                const __m512 ps = _mm512_set1_ps(p[s]);
-                const float *row = kv + (size_t)s * stride + i0;
-                if (nc == VCH) {
-                    #pragma GCC unroll 8
-                    for (int k = 0; k < VCH / 16; k++) acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(row + 16 * k), ps, acc[k]);
-                } else {
-                    for (int k = 0; k < nv; k++)
-                        acc[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k == nv - 1 ? last : (__mmask16)0xFFFF, row + 16 * k),
-                                                 ps, acc[k]);
-                }
-            }
-            #pragma GCC unroll 8
-            for (int k = 0; k < VCH / 16; k++) _mm512_store_ps(part[slot] + 16 * k, acc[k]);
+            if (nc == VCH) slot_sum(NQ, slot, step, n_kv, kv + i0, stride, p, ps, m, part, 1);
+            else slot_sum(NQ, slot, step, n_kv, kv + i0, stride, p, ps, m, part, 0);
         }
-        for (int k = 0; k < nv; k++) {
-            __m512 r[16];
-            for (int l = 0; l < 16; l++) {
-                if (tiny) {
-                    r[l] = _mm512_load_ps(part[l] + 16 * k);
-                } else { /* (acc0 + acc2) + (acc1 + acc3) */
-                    const __m512 a0 = _mm512_load_ps(part[l] + 16 * k), a1 = _mm512_load_ps(part[16 + l] + 16 * k);
-                    const __m512 a2 = _mm512_load_ps(part[32 + l] + 16 * k), a3 = _mm512_load_ps(part[48 + l] + 16 * k);
-                    r[l] = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
+        for (int h = 0; h < NQ; h++)
+            for (int k = 0; k < nv; k++) {
+                __m512 r[16];
+                for (int l = 0; l < 16; l++) {
+                    if (tiny) {
+                        r[l] = _mm512_load_ps(part[h][l] + 16 * k);
+                    } else { /* (acc0 + acc2) + (acc1 + acc3) */
+                        const __m512 a0 = _mm512_load_ps(part[h][l] + 16 * k), a1 = _mm512_load_ps(part[h][16 + l] + 16 * k);
+                        const __m512 a2 = _mm512_load_ps(part[h][32 + l] + 16 * k), a3 = _mm512_load_ps(part[h][48 + l] + 16 * k);
+                        r[l] = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
+                    }
                 }
+                /* lo_reduce16 per output: l + 8 onto l, then l + 4 onto l,
+                 * then (0 + 2) + (1 + 3) */
+                for (int l = 0; l < 8; l++) r[l] = _mm512_add_ps(r[l + 8], r[l]);
+                for (int l = 0; l < 4; l++) r[l] = _mm512_add_ps(r[l + 4], r[l]);
+                const __m512 v = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
+                _mm512_mask_storeu_ps(o + h * os + i0 + 16 * k, m[k], v);
             }
-            /* lo_reduce16 per output: l + 8 onto l, then l + 4 onto l,
-             * then (0 + 2) + (1 + 3) */
-            for (int l = 0; l < 8; l++) r[l] = _mm512_add_ps(r[l + 8], r[l]);
-            for (int l = 0; l < 4; l++) r[l] = _mm512_add_ps(r[l + 4], r[l]);
-            const __m512 v = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
-            _mm512_mask_storeu_ps(o + i0 + 16 * k, k == nv - 1 ? last : (__mmask16)0xFFFF, v);
-        }
     }
 }
 
-/* p[s] = lo_dot_f32(W, row_s, q) * scale for the n (<= 16) positions
- * from row0.  ggml_vec_dot_f32 ends with a serial tail (W % 64 values,
- * each product rounded, then added in turn); a position's tail is a chain
- * of dependent adds, so 16 positions' tails are run side by side, one
- * lane each: the same operations in the same order per position. */
-static void scores16(int n, int W, const float *row0, size_t stride, const float *q, float scale, float *p) {
-    const int np = W & ~63;
-    float r[16] __attribute__((aligned(64)));
-    for (int u = 0; u < n; u++) {
-        const float *x = row0 + (size_t)u * stride;
-        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-        for (int i = 0; i < np; i += 64) {
-            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(q + i), s0);
-            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(q + i + 16), s1);
-            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(q + i + 32), s2);
-            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(q + i + 48), s3);
-        }
-        r[u] = reduce16(_mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
+/* NQ queries, whole: scores, softmax, value sum. */
+INLINE void attention_q(const int NQ, int tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q,
+                        size_t qs, float scale, float *p, size_t ps, float *o, size_t os) {
+    const int n_pad = (n_kv + 15) & ~15;
+    for (int s = 0; s < n_kv; s += 16)
+        scores16(NQ, n_kv - s < 16 ? n_kv - s : 16, W, kv + (size_t)s * stride, stride, q, qs, scale, p + s, ps);
+    for (int h = 0; h < NQ; h++) {
+        for (int s = n_kv; s < n_pad; s++) p[h * ps + s] = -INFINITY;
+        kern_avx512_softmax(p + h * ps, n_pad);
     }
-    const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
-    __m512 sum = _mm512_maskz_load_ps(m, r);
-    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32((int)stride));
-    for (int i = np; i < W; i++) {
-        const __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, row0 + i, 4);
-        sum = _mm512_add_ps(sum, _mm512_mul_ps(x, _mm512_set1_ps(q[i])));
-    }
-    _mm512_mask_storeu_ps(p, m, _mm512_mul_ps(sum, _mm512_set1_ps(scale)));
+    value_sum(NQ, tiny, n_kv, L, kv, stride, p, ps, o, os);
+}
+
+static void attention_1(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q, size_t qs,
+                        float scale, float *p, size_t ps, float *o, size_t os) {
+    attention_q(1, tiny, n_kv, W, L, kv, stride, q, qs, scale, p, ps, o, os);
+}
+static void attention_2(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q, size_t qs,
+                        float scale, float *p, size_t ps, float *o, size_t os) {
+    attention_q(2, tiny, n_kv, W, L, kv, stride, q, qs, scale, p, ps, o, os);
+}
+static void attention_4(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q, size_t qs,
+                        float scale, float *p, size_t ps, float *o, size_t os) {
+    attention_q(4, tiny, n_kv, W, L, kv, stride, q, qs, scale, p, ps, o, os);
+}
+
+void kern_avx512_attention_multi(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, int nq,
+                                 const float *q, size_t qs, float scale, float *p, size_t ps, float *o, size_t os) {
+    int i = 0;
+    for (; i + 4 <= nq; i += 4) attention_4(tiny, n_kv, W, L, kv, stride, q + i * qs, qs, scale, p + i * ps, ps, o + i * os, os);
+    if (i + 2 <= nq) attention_2(tiny, n_kv, W, L, kv, stride, q + i * qs, qs, scale, p + i * ps, ps, o + i * os, os), i += 2;
+    if (i < nq) attention_1(tiny, n_kv, W, L, kv, stride, q + i * qs, qs, scale, p + i * ps, ps, o + i * os, os);
 }
 
 void kern_avx512_attention(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q,
                            float scale, float *p, float *o) {
-    const int n_pad = (n_kv + 15) & ~15;
-    if ((size_t)n_kv * stride < (size_t)1 << 31) /* gather offsets are int32 */
-        for (int s = 0; s < n_kv; s += 16)
-            scores16(n_kv - s < 16 ? n_kv - s : 16, W, kv + (size_t)s * stride, stride, q, scale, p + s);
-    else
-        for (int s = 0; s < n_kv; s++) p[s] = kern_avx512_dot_f32_llama(W, kv + (size_t)s * stride, q) * scale;
-    for (int s = n_kv; s < n_pad; s++) p[s] = -INFINITY;
-    kern_avx512_softmax(p, n_pad);
-    value_sum(tiny, n_kv, L, kv, stride, p, o);
+    attention_1(tiny, n_kv, W, L, kv, stride, q, 0, scale, p, 0, o, 0);
 }

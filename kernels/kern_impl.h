@@ -84,6 +84,8 @@ void kern_avx512_attention(int tiny, int n_kv, int W, int L, const float *kv, si
                            float scale, float *p, float *o);
 void kern_avx2_attention(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q,
                          float scale, float *p, float *o);
+void kern_avx512_attention_multi(int tiny, int n_kv, int W, int L, const float *kv, size_t stride, int nq,
+                                 const float *q, size_t qs, float scale, float *p, size_t ps, float *o, size_t os);
 void kern_avx512_rope(const float *cs, int n_dims, float *x);
 void kern_avx2_rope(const float *cs, int n_dims, float *x);
 /* Q2_K / Q3_K in the order of quant.h's scalar vec_dot (lo_matmul's) */

@@ -471,6 +471,25 @@ bool kern_attention_llama_path(enum kern_path p, bool tiny, int n_kv, int W, int
     return true;
 }
 
+bool kern_attention_multi_llama_path(enum kern_path p, bool tiny, int n_kv, int W, int L, const float *kv,
+                                     size_t stride, int nq, const float *q, size_t qs, float scale, float *pbuf,
+                                     size_t ps, float *o, size_t os) {
+    if (p == KERN_SCALAR || !kern_path_supported(p)) return false;
+    if (p == KERN_AVX512) {
+        kern_avx512_attention_multi(tiny, n_kv, W, L, kv, stride, nq, q, qs, scale, pbuf, ps, o, os);
+    } else {
+        for (int i = 0; i < nq; i++)
+            kern_avx2_attention(tiny, n_kv, W, L, kv, stride, q + i * qs, scale, pbuf + i * ps, o + i * os);
+    }
+    return true;
+}
+
+bool kern_attention_multi_llama(bool tiny, int n_kv, int W, int L, const float *kv, size_t stride, int nq,
+                                const float *q, size_t qs, float scale, float *p, size_t ps, float *o, size_t os) {
+    return kern_attention_multi_llama_path(kern_get_path(), tiny, n_kv, W, L, kv, stride, nq, q, qs, scale, p, ps,
+                                           o, os);
+}
+
 bool kern_rope_llama_path(enum kern_path p, const float *cs, int n_dims, float *x) {
     if (p == KERN_SCALAR || !kern_path_supported(p)) return false;
     if (p == KERN_AVX512) kern_avx512_rope(cs, n_dims, x);

@@ -96,6 +96,9 @@ bool kern_swiglu_llama_path(enum kern_path p, const float *g, const float *u, fl
 bool kern_attention_llama_path(enum kern_path p, bool tiny, int n_kv, int W, int L, const float *kv, size_t stride,
                                const float *q, float scale, float *pbuf, float *o);
 bool kern_rope_llama_path(enum kern_path p, const float *cs, int n_dims, float *x);
+bool kern_attention_multi_llama_path(enum kern_path p, bool tiny, int n_kv, int W, int L, const float *kv,
+                                     size_t stride, int nq, const float *q, size_t qs, float scale, float *pbuf,
+                                     size_t ps, float *o, size_t os);
 
 /* Tolerance of a SIMD result against the scalar reference vec_dot, for a
  * dot product of n values whose terms have absolute sum `abs_sum`

@@ -538,6 +538,12 @@ void lo_attention(bool tiny, int n_kv, int W, int L, const float *kv, size_t str
     }
 }
 
+void lo_attention_multi(bool tiny, int n_kv, int W, int L, const float *kv, size_t stride, int nq, const float *q,
+                        size_t qs, float scale, float *p, size_t ps, float *o, size_t os) {
+    if (kern_attention_multi_llama(tiny, n_kv, W, L, kv, stride, nq, q, qs, scale, p, ps, o, os)) return;
+    for (int i = 0; i < nq; i++) lo_attention(tiny, n_kv, W, L, kv, stride, q + i * qs, scale, p + i * ps, o + i * os);
+}
+
 /* ---- RoPE ---- */
 
 void lo_rope(const float *cs, int n_dims, float *x) {

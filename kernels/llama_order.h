@@ -139,6 +139,16 @@ void lo_attention(bool tiny, int n_kv, int W, int L, const float *kv, size_t str
 bool kern_attention_llama(bool tiny, int n_kv, int W, int L, const float *kv, size_t stride, const float *q,
                           float scale, float *p, float *o);
 
+/* lo_attention for nq queries over the same n_kv cache rows (the heads of
+ * one token): query i at q + i * qs, its probabilities at p + i * ps (n_kv
+ * + 16 floats of scratch), its output at o + i * os; each bitwise what
+ * lo_attention gives it.  The SIMD version reads every cache row once for
+ * several queries. */
+void lo_attention_multi(bool tiny, int n_kv, int W, int L, const float *kv, size_t stride, int nq, const float *q,
+                        size_t qs, float scale, float *p, size_t ps, float *o, size_t os);
+bool kern_attention_multi_llama(bool tiny, int n_kv, int W, int L, const float *kv, size_t stride, int nq,
+                                const float *q, size_t qs, float scale, float *p, size_t ps, float *o, size_t os);
+
 /* RoPE rotation of n_dims values (adjacent pairs, ggml "normal" mode) with
  * cs[2i], cs[2i+1] the cos and sin of pair i, as llama.cpp's compiled rope
  * rounds it: x0' = fma(x0, cos, -(x1 * sin)), x1' = fma(x0, sin, x1 * cos). */

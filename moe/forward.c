@@ -165,34 +165,69 @@ bool moe_embed(const moe_model *m, const int *tokens, int n, float *x) {
     return true;
 }
 
-/* Attention core of one head over the cache: for each of the n new tokens,
- * softmax-weighted latent o_lat[t] (kv_lora values), by lo_attention
- * (llama.cpp's order: kq via vec_dot_f32 since the q view is strided,
- * soft_max over the padded cache, kqv by tinyBLAS when the batch has >= 2
- * tokens, else vec_dot_f32). */
+/* The per-head part of attention, whole heads per thread, in one pool run:
+ * for head h and the n new tokens,
+ *   q_abs = k_b[h] q_nope                (absorbed query, kv_lora values)
+ *   o_lat = attention over the cache     (lo_attention: kq via vec_dot_f32
+ *           since the q view is strided, soft_max over the padded cache,
+ *           kqv by tinyBLAS when the batch has >= 2 tokens, else vec_dot)
+ *   o_h   = v_b[h] o_lat                 (value up-projection)
+ * A head's two products are each one lo_matmul on the calling thread: the
+ * same kernel calls as when they run over the pool, so the same bits. */
 typedef struct {
     const moe_hparams *hp;
+    const moe_layer *l;
     const moe_kv_layer *kv;
     int pos0, n;
-    const float *q;  /* [n][nh][width]: absorbed q_nope then roped q_rope */
-    float *o_lat;    /* [n][nh][kv_lora] */
-} attn_core_job;
+    const float *q;   /* [n][nh][qk]: q_nope, then q_rope (not yet roped) */
+    const float *cs;  /* [n][rope]: RoPE cos/sin of each new position */
+    float *o;         /* [n][nh][v_head] */
+} attn_heads_job;
 
-static void attn_core_worker(void *arg, int ith, int nth) {
-    const attn_core_job *j = arg;
-    const int nh = j->hp->n_head, L = j->hp->kv_lora_rank, W = j->kv->width;
-    const bool tiny = j->n >= 2 && L % 4 == 0; /* tinyBLAS takes kqv */
-    const int total = j->n * nh;
-    if (ith >= total) return;
-    float *p = fbuf((size_t)(j->pos0 + j->n) + 16);
-    /* (token, head) pairs are split over threads; each pair is computed
-     * the same way whatever the split. */
-    for (int idx = ith; idx < total; idx += nth) {
-        const int t = idx / nh, h = idx % nh;
-        lo_attention(tiny, j->pos0 + t + 1 /* causal */, W, L, j->kv->data, (size_t)W,
-                     j->q + ((size_t)t * nh + h) * W, j->hp->kq_scale, p, j->o_lat + ((size_t)t * nh + h) * L);
+#define HEAD_GROUP 4 /* heads of a thread whose attention reads the cache together */
+
+static void attn_heads_worker(void *arg, int ith, int nth) {
+    const attn_heads_job *j = arg;
+    const moe_hparams *hp = j->hp;
+    const int nh = hp->n_head, L = hp->kv_lora_rank, nope = hp->qk_nope, rope = hp->qk_rope;
+    const int qk = nope + rope, vh = hp->v_head, W = j->kv->width, n = j->n;
+    if (ith >= nh) return;
+    const bool tiny = n >= 2 && L % 4 == 0; /* tinyBLAS takes kqv */
+    /* llama.cpp multiplies a permuted (strided) view of q by k_b: with
+     * F32 weights that view goes to vec_dot as it is, otherwise it is
+     * converted to the vec_dot type and can take the batched kernel */
+    const enum lo_op op = lo_mul_mat_op(n), kop = j->l->k_b->type == QT_F32 ? LO_MUL_MAT_1 : op;
+    const size_t np = (size_t)(j->pos0 + n) + 16; /* probabilities per query */
+    float *qn = fbuf((size_t)n * nope), *qabs = fbuf((size_t)n * L), *oh = fbuf((size_t)n * vh);
+    float *qf = fbuf((size_t)HEAD_GROUP * n * W), *lat = fbuf((size_t)HEAD_GROUP * n * L), *p = fbuf(HEAD_GROUP * np);
+    /* this thread's heads ith, ith + nth, ..., HEAD_GROUP at a time */
+    for (int h0 = ith; h0 < nh; h0 += HEAD_GROUP * nth) {
+        int heads[HEAD_GROUP], ng = 0;
+        for (int h = h0; h < nh && ng < HEAD_GROUP; h += nth) heads[ng++] = h;
+        for (int g = 0; g < ng; g++) { /* absorbed, roped queries [g][t][W] */
+            const int h = heads[g];
+            for (int t = 0; t < n; t++)
+                memcpy(qn + (size_t)t * nope, j->q + ((size_t)t * nh + h) * qk, sizeof(float) * nope);
+            lo_matmul(NULL, kop, false, j->l->k_b->type, slice3(j->l->k_b, h), L, nope, qn, n, qabs);
+            for (int t = 0; t < n; t++) {
+                float *dst = qf + ((size_t)g * n + t) * W;
+                memcpy(dst, qabs + (size_t)t * L, sizeof(float) * L);
+                memcpy(dst + L, j->q + ((size_t)t * nh + h) * qk + nope, sizeof(float) * rope);
+                rope_apply(j->cs + (size_t)t * rope, rope, dst + L);
+            }
+        }
+        for (int t = 0; t < n; t++) /* the group's queries of token t see the same cache rows */
+            lo_attention_multi(tiny, j->pos0 + t + 1 /* causal */, W, L, j->kv->data, (size_t)W, ng,
+                               qf + (size_t)t * W, (size_t)n * W, hp->kq_scale, p, np, lat + (size_t)t * L,
+                               (size_t)n * L);
+        for (int g = 0; g < ng; g++) {
+            lo_matmul(NULL, op, false, j->l->v_b->type, slice3(j->l->v_b, heads[g]), vh, L, lat + (size_t)g * n * L, n,
+                      oh);
+            for (int t = 0; t < n; t++)
+                memcpy(j->o + ((size_t)t * nh + heads[g]) * vh, oh + (size_t)t * vh, sizeof(float) * vh);
+        }
     }
-    free(p);
+    free(p), free(lat), free(qf), free(oh), free(qabs), free(qn);
 }
 
 void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n, float *x, tpool *tp) {
@@ -234,55 +269,15 @@ void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n
         rope_apply(cs + (size_t)t * rope, rope, row + L);
     }
 
-    /* absorbed queries: [n][nh][L | rope].  The per-head k_b products all
-     * in one pool run.  llama.cpp multiplies a permuted (strided) view of
-     * q here: with F32 weights that view goes to vec_dot as it is,
-     * otherwise it is converted to the vec_dot type and can take the
-     * batched kernel. */
-    float *qn = fbuf((size_t)nh * n * nope), *qabs = fbuf((size_t)nh * n * L);
-    lo_mm *mm = calloc((size_t)nh, sizeof *mm);
-    if (!mm) abort();
-    const enum lo_op kop = l->k_b->type == QT_F32 ? LO_MUL_MAT_1 : op;
-    for (int h = 0; h < nh; h++) {
-        for (int t = 0; t < n; t++)
-            memcpy(qn + ((size_t)h * n + t) * nope, q + (size_t)t * nh * qk + (size_t)h * qk, sizeof(float) * nope);
-        mm[h] = (lo_mm){kop, false, l->k_b->type, slice3(l->k_b, h), L, nope, qn + (size_t)h * n * nope, n,
-                        qabs + (size_t)h * n * L};
-    }
-    lo_matmul_multi(tp, mm, nh);
-    float *qf = fbuf((size_t)n * nh * W);
-    for (int h = 0; h < nh; h++)
-        for (int t = 0; t < n; t++) {
-            float *dst = qf + ((size_t)t * nh + h) * W;
-            memcpy(dst, qabs + ((size_t)h * n + t) * L, sizeof(float) * L);
-            memcpy(dst + L, q + (size_t)t * nh * qk + (size_t)h * qk + nope, sizeof(float) * rope);
-            rope_apply(cs + (size_t)t * rope, rope, dst + L);
-        }
-    free(qabs);
-    free(qn);
-
-    float *o_lat = fbuf((size_t)n * nh * L);
-    attn_core_job job = {.hp = hp, .kv = kv, .pos0 = pos0, .n = n, .q = qf, .o_lat = o_lat};
-    tpool_run(tp, attn_core_worker, &job);
-
-    /* per head value up-projection, all heads in one pool run: o[n][nh*v] */
-    float *lat = fbuf((size_t)nh * n * L), *oh = fbuf((size_t)nh * n * vh);
-    for (int h = 0; h < nh; h++) {
-        for (int t = 0; t < n; t++)
-            memcpy(lat + ((size_t)h * n + t) * L, o_lat + ((size_t)t * nh + h) * L, sizeof(float) * L);
-        mm[h] = (lo_mm){op, false, l->v_b->type, slice3(l->v_b, h), vh, L, lat + (size_t)h * n * L, n,
-                        oh + (size_t)h * n * vh};
-    }
-    lo_matmul_multi(tp, mm, nh);
+    /* per head: absorbed query, attention, value up-projection: o[n][nh*v] */
     float *o = fbuf((size_t)n * nh * vh);
-    for (int h = 0; h < nh; h++)
-        for (int t = 0; t < n; t++)
-            memcpy(o + (size_t)t * nh * vh + (size_t)h * vh, oh + ((size_t)h * n + t) * vh, sizeof(float) * vh);
+    attn_heads_job job = {.hp = hp, .l = l, .kv = kv, .pos0 = pos0, .n = n, .q = q, .cs = cs, .o = o};
+    tpool_run(tp, attn_heads_worker, &job);
     float *out = fbuf((size_t)n * H);
     matmul(tp, l->attn_out, o, n, out);
     for (size_t i = 0; i < (size_t)n * H; i++) x[i] = out[i] + x[i];
 
-    free(out), free(o), free(oh), free(lat), free(o_lat), free(qf), free(mm), free(cs), free(kva), free(q), free(hn);
+    free(out), free(o), free(cs), free(kva), free(q), free(hn);
 }
 
 void moe_ffn_norm(const moe_model *m, int il, const float *x, int n, float *h) {

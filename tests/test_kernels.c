@@ -440,8 +440,36 @@ static void test_llama_steps(enum kern_path p) {
                 }
                 cases++;
             }
-    free(kv), free(o1), free(o2), free(p1), free(p2);
     CHECK(bad == 0, "%s: %d of %d attention queries differ from lo_attention", kern_path_name(p), bad, cases);
+    /* several queries over the same rows (the heads of a token): each one
+     * bitwise its own lo_attention */
+    bad = cases = 0;
+    enum { MQ = 7 };
+    float *qm = malloc(sizeof(float) * MQ * 300), *pm = malloc(sizeof(float) * MQ * (257 + 16));
+    float *om = malloc(sizeof(float) * MQ * 256);
+    for (int nq = 1; nq <= MQ; nq++)
+        for (size_t li = 0; li < sizeof lat / sizeof lat[0]; li += 2)
+            for (int tiny = 0; tiny < 2; tiny++) {
+                const int L = lat[li][0], W = L + lat[li][1], n = nkv[(nq + tiny + li) % 9];
+                const size_t stride = (size_t)W + 1;
+                for (size_t i = 0; i < (size_t)n * stride; i++) kv[i] = arand();
+                for (int i = 0; i < MQ * 300; i++) qm[i] = arand();
+                if (!kern_attention_multi_llama_path(p, tiny, n, W, L, kv, stride, nq, qm, 300, 0.13f, pm, 257 + 16, om,
+                                                     256)) {
+                    bad++;
+                    continue;
+                }
+                for (int h = 0; h < nq; h++) {
+                    lo_attention(tiny, n, W, L, kv, stride, qm + h * 300, 0.13f, p1, o1);
+                    if (!bits_equal(p1, pm + h * (257 + 16), (size_t)((n + 15) & ~15)) || !bits_equal(o1, om + h * 256, (size_t)L))
+                        bad++;
+                    cases++;
+                }
+            }
+    free(qm), free(pm), free(om);
+    free(kv), free(o1), free(o2), free(p1), free(p2);
+    CHECK(bad == 0, "%s: %d of %d multi-query attention queries differ from lo_attention", kern_path_name(p), bad,
+          cases);
     printf("path %s: softmax, swiglu, rope and attention bitwise equal to llama_order's scalar code\n",
            kern_path_name(p));
 }
