@@ -93,6 +93,14 @@ INLINE void pf_step(pf_stream *p) {
     for (; p->next < stop; p->next += 64) _mm_prefetch((const char *)p->next, _MM_HINT_T0);
 }
 
+/* The same into L2 only: a 16-row group is read 16 lines at a time across
+ * its rows, so prefetching a whole group ahead into L1 would evict lines
+ * still in use; the L1 prefetchers bring them the last step. */
+INLINE void pf_step_l2(pf_stream *p) {
+    const uint8_t *stop = p->next + p->step < p->end ? p->next + p->step : p->end;
+    for (; p->next < stop; p->next += 64) _mm_prefetch((const char *)p->next, _MM_HINT_T1);
+}
+
 /* ------------------------------------------------------------------ */
 /* Prepared weight block and the integer engine                        */
 
@@ -332,7 +340,7 @@ INLINE void int_matmul(const kern_job *j, int r0, int r1, const int_desc *D, pre
             for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
             pf_stream pf = pf_start(j, rp[0], (size_t)nrow * j->wstride, nb);
             for (int b = 0; b < nb; b++) {
-                pf_step(&pf);
+                pf_step_l2(&pf);
                 if (prep == prep_q4_K && nrow == 16 && g + 16 <= j->rows)
                     prep_q4_K_full(rp[0], j->wstride, (size_t)b * D->wblk, &w);
                 else
@@ -1040,6 +1048,61 @@ INLINE void direct_k(const kern_job *j, int r0, int r1, int kind, int wblk) {
     }
 }
 
+/* Q4_0 for 1-2 tokens (decode): full groups of 16 consecutive rows with
+ * everything in registers, no prepared block in memory: per block, the
+ * 16 rows' quants transposed straight into 8 vectors, the 16 scales in
+ * one gather, then exactly int_tile's MODE_OFFSET integers and float
+ * step (acc = fma(d_w * d_a, isum - 8 * asum, acc)), so the bits are the
+ * batched kernel's.  Other rows (a last partial group) take int_matmul. */
+INLINE void q40_rows(const kern_job *j, int g, const int T) {
+    const int nb = j->cols / 32;
+    const uint8_t *base = j->W + (size_t)g * j->wstride;
+    int32_t idx[16];
+    for (int p = 0; p < 16; p++) idx[p] = (int32_t)((size_t)k_perm16[p] * j->wstride);
+    const __m512i gidx = _mm512_loadu_si512(idx), m0f = M0F, eight = SET(8);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    pf_stream pf = pf_start(j, base, 16 * j->wstride, nb);
+    for (int b = 0; b < nb; b++) {
+        pf_step_l2(&pf);
+        const uint8_t *blk = base + (size_t)b * 18;
+        __m512i t[4], q[8];
+        load_t16s(blk + 2, j->wstride, t);
+        #pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) {
+            q[m] = _mm512_and_si512(t[m], m0f);
+            q[4 + m] = _mm512_and_si512(_mm512_srli_epi32(t[m], 4), m0f);
+        }
+        const __m512 d = half_lo(_mm512_i32gather_epi32(gidx, (const void *)blk, 1));
+        #pragma GCC unroll 2
+        for (int u = 0; u < T; u++) {
+            const uint8_t *a = j->A + (size_t)u * j->astride + (size_t)b * A80_BLK;
+            __m512i i0 = _mm512_setzero_si512(), i1 = i0;
+            #pragma GCC unroll 4
+            for (int k = 0; k < 8; k += 2) {
+                i0 = _mm512_dpbusd_epi32(i0, q[k], bc32(a + 8 + 4 * k));
+                i1 = _mm512_dpbusd_epi32(i1, q[k + 1], bc32(a + 8 + 4 * k + 4));
+            }
+            const __m512i ms = _mm512_dpwssd_epi32(_mm512_setzero_si512(), eight, bc32(a + 4));
+            float da;
+            memcpy(&da, a, 4);
+            const __m512i v = _mm512_sub_epi32(_mm512_add_epi32(i0, i1), ms);
+            acc[u] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(da)), _mm512_cvtepi32_ps(v), acc[u]);
+        }
+    }
+    const __m512i perm = _mm512_loadu_si512(k_perm16);
+    for (int u = 0; u < T; u++) _mm512_storeu_ps(j->Y + (size_t)u * j->ystride + g, _mm512_permutexvar_ps(perm, acc[u]));
+}
+
+static void mm_q4_0(const kern_job *j, int r0, int r1) {
+    int g = r0;
+    if (j->ntok <= 2)
+        for (; g + 16 <= r1 && g + 16 <= j->rows; g += 16) {
+            if (j->ntok == 1) q40_rows(j, g, 1);
+            else q40_rows(j, g, 2);
+        }
+    if (g < r1) int_matmul(j, g, r1, &D_Q4_0, prep_q4_0);
+}
+
 #define INT_MM(name, desc, prep) \
     static void mm_##name(const kern_job *j, int r0, int r1) { int_matmul(j, r0, r1, &desc, prep); }
 #define K_MM(name, desc, prep, kind)                                      \
@@ -1047,7 +1110,6 @@ INLINE void direct_k(const kern_job *j, int r0, int r1, int kind, int wblk) {
         if (j->ntok <= DIRECT_MAX) direct_k(j, r0, r1, kind, desc.wblk);  \
         else int_matmul(j, r0, r1, &desc, prep);                          \
     }
-INT_MM(q4_0, D_Q4_0, prep_q4_0)
 INT_MM(q5_0, D_Q5_0, prep_q5_0)
 INT_MM(q8_0, D_Q8_0, prep_q8_0)
 K_MM(q2_K, D_Q2_K, prep_q2_K, KQ2)
