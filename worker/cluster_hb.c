@@ -37,21 +37,71 @@ struct cl_hb {
 };
 
 /* When a rank dies, mpirun ends the job: SIGTERM to every other process,
- * SIGKILL a second later.  Rank 0 catches the SIGTERM so it can say which
- * rank is gone and what everyone was doing before it goes.  A handler can
- * only reach the heartbeat thread through process-wide state: a flag and a
- * pipe that wakes the thread. */
-static volatile sig_atomic_t g_term;
+ * SIGKILL about 10 ms later.  Rank 0 catches the SIGTERM to say which rank
+ * is gone and what everyone was doing.  10 ms is too short to count on a
+ * thread being scheduled (on a loaded machine the report got lost), so the
+ * heartbeat thread keeps the report written out, refreshed every beat, and
+ * the handler itself writes it with write(2), checking with kill(pid, 0)
+ * which ranks are gone (both async-signal-safe).  A handler can only reach
+ * it through process-wide state: the two report buffers (the thread fills
+ * one while the other is ready), flags, and a pipe that wakes the thread. */
+typedef struct hb_line {
+    char pre[320];              /* "moe: rank 0: rank R (role) on HOST " */
+    char post[HB_DOING + 64];   /* "; last heartbeat X s ago, it was: ...\n" */
+    int n_pre, n_post;
+    pid_t pid;                  /* process to check; 0: not on this host */
+} hb_line;
+
+typedef struct hb_report {
+    char head[HB_DOING + 96];   /* "moe: rank 0: the launcher is ending the job (...)\n" */
+    int n_head;
+    int n;                      /* lines: ranks 1..size-1 */
+    hb_line *line;              /* [n] */
+} hb_report;
+
+static volatile sig_atomic_t g_term;            /* SIGTERM seen */
+static volatile sig_atomic_t g_reported;        /* the handler wrote the report */
+static volatile sig_atomic_t g_rep_ready = -1;  /* index of the complete report, -1: none */
+static hb_report *g_rep[2];
 static int g_wake[2] = {-1, -1};
+
+static void write_all(const char *s, int n) {
+    while (n > 0) {
+        ssize_t w = write(2, s, (size_t)n);
+        if (w <= 0) return;
+        s += w, n -= (int)w;
+    }
+}
 
 static void on_sigterm(int sig) {
     (void)sig;
+    const int saved = errno;
+    const int k = g_rep_ready;
+    if (k >= 0 && !g_reported) {
+        g_reported = 1;
+        const hb_report *rep = g_rep[k];
+        write_all(rep->head, rep->n_head);
+        for (int i = 0; i < rep->n; i++) {
+            const hb_line *l = &rep->line[i];
+            const char *st = !l->pid                                         ? "(remote)"
+                             : kill(l->pid, 0) != 0 && errno == ESRCH ? "is GONE (its process no longer exists)"
+                                                                             : "is alive";
+            write_all(l->pre, l->n_pre);
+            write_all(st, (int)strlen(st));
+            write_all(l->post, l->n_post);
+        }
+    }
     g_term = 1;
     if (g_wake[1] >= 0) {
         ssize_t r = write(g_wake[1], "t", 1);
         (void)r;
     }
+    errno = saved;
 }
+
+/* Length snprintf wrote into a buffer of size cap (it returns what it
+ * would have written). */
+static int clamp_len(int n, size_t cap) { return n < 0 ? 0 : n >= (int)cap ? (int)cap - 1 : n; }
 
 void cl_doing(cl_rank *c, const char *fmt, ...) {
     if (!c->hb) return;
@@ -99,26 +149,44 @@ static void hb_recv(struct cl_hb *hb, double now) {
     }
 }
 
-/* Rank 0 after SIGTERM: names the ranks that are gone (a process on this
- * host that no longer exists) and what every rank was last doing. */
-static void __attribute__((noreturn)) report_termination(struct cl_hb *hb) {
+/* Rank 0: the termination report as things stand now, into the buffer
+ * that is not the ready one; then it becomes the ready one. */
+static void prepare_report(struct cl_hb *hb) {
+    const int k = g_rep_ready == 0 ? 1 : 0;
+    hb_report *rep = g_rep[k];
+    const double now = cl_now();
     char host[64] = "";
     pthread_mutex_lock(&hb->mu);
     if (hb->plan) snprintf(host, sizeof host, "%s", hb->plan->ranks[0].hw.host);
-    fprintf(stderr, "moe: rank 0: the launcher is ending the job (rank 0 was: %s)\n", hb->doing);
-    double now = cl_now();
+    rep->n_head = clamp_len(snprintf(rep->head, sizeof rep->head,
+                                     "moe: rank 0: the launcher is ending the job (rank 0 was: %s)\n", hb->doing),
+                            sizeof rep->head);
     for (int r = 1; r < hb->size; r++) {
+        hb_line *l = &rep->line[r - 1];
         char role[200] = "role not assigned yet";
         const char *rh = hb->plan ? hb->plan->ranks[r].hw.host : "";
         if (hb->plan) plan_describe_rank(hb->plan, r, role, sizeof role);
         bool local = hb->plan && hb->pids && !strcmp(rh, host);
-        bool gone = local && hb->pids[r] > 0 && kill(hb->pids[r], 0) != 0 && errno == ESRCH;
-        fprintf(stderr, "moe: rank 0: rank %d (%s) on %s %s; last heartbeat %.1f s ago, it was: %s\n", r, role,
-                rh[0] ? rh : "?", gone ? "is GONE (its process no longer exists)" : local ? "is alive" : "(remote)",
-                now - hb->last[r], hb->peer_doing[r][0] ? hb->peer_doing[r] : "starting up");
+        l->pid = local && hb->pids[r] > 0 ? (pid_t)hb->pids[r] : 0;
+        l->n_pre = clamp_len(snprintf(l->pre, sizeof l->pre, "moe: rank 0: rank %d (%s) on %s ", r, role,
+                                      rh[0] ? rh : "?"),
+                             sizeof l->pre);
+        l->n_post = clamp_len(snprintf(l->post, sizeof l->post, "; last heartbeat %.1f s ago, it was: %s\n",
+                                       now - hb->last[r], hb->peer_doing[r][0] ? hb->peer_doing[r] : "starting up"),
+                              sizeof l->post);
+        l->post[l->n_post - 1] = '\n'; /* a cut line still ends */
     }
     pthread_mutex_unlock(&hb->mu);
-    fflush(stderr);
+    g_rep_ready = k;
+}
+
+/* Rank 0 after SIGTERM: the handler wrote the report (or, before the
+ * first one was ready, we write it now); then we go. */
+static void __attribute__((noreturn)) report_termination(struct cl_hb *hb) {
+    if (!g_reported) {
+        prepare_report(hb);
+        on_sigterm(SIGTERM);
+    }
     _exit(1);
 }
 
@@ -131,6 +199,7 @@ static void *hb_main(void *arg) {
         if (stop) break;
         double now = cl_now();
         hb_recv(hb, now);
+        if (hb->rank == 0 && g_rep[0]) prepare_report(hb);
         if (hb->rank == 0)
             for (int r = 1; r < hb->size; r++) hb_send(hb, r);
         else
@@ -186,6 +255,17 @@ bool cl_hb_start(cl_rank *c, char *err, size_t errlen) {
     double now = cl_now();
     for (int r = 0; r < c->size; r++) hb->last[r] = now, hb->sreq[r] = MPI_REQUEST_NULL;
     c->hb = hb;
+    if (c->rank == 0 && !g_rep[0]) {
+        for (int k = 0; k < 2; k++) {
+            g_rep[k] = calloc(1, sizeof *g_rep[k]);
+            if (g_rep[k]) g_rep[k]->line = calloc((size_t)(c->size > 1 ? c->size - 1 : 1), sizeof *g_rep[k]->line);
+            if (!g_rep[k] || !g_rep[k]->line) {
+                snprintf(err, errlen, "cannot set up heartbeats");
+                return false;
+            }
+            g_rep[k]->n = c->size - 1;
+        }
+    }
     if (c->rank == 0 && g_wake[0] < 0 && pipe(g_wake) == 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
@@ -221,6 +301,12 @@ void cl_hb_stop(cl_rank *c) {
     pthread_mutex_unlock(&hb->mu);
     pthread_join(hb->thread, NULL);
     c->hb = NULL;
+    g_rep_ready = -1; /* no report from here on: nobody is watching any more */
+    for (int k = 0; k < 2; k++) {
+        if (g_rep[k]) free(g_rep[k]->line);
+        free(g_rep[k]);
+        g_rep[k] = NULL;
+    }
     /* Heartbeats are small (sent eagerly): whatever is still unmatched is
      * dropped with the communicator at finalize. */
     free(hb->last), free(hb->peer_doing), free(hb->sreq), free(hb->sbuf), free(hb->pids);
