@@ -483,14 +483,16 @@ static uint8_t **quantize_multi(const lo_mm *mm, int n, lo_mmq *q) {
                         .repacked = mm[i].repacked, .wtype = mm[i].wtype, .W = mm[i].W, .rows = mm[i].rows,
                         .cols = mm[i].cols, .astride = as, .ntok = mm[i].ntok, .Y = mm[i].Y};
         for (int j = 0; j < i && !q[i].Aq; j++)
-            if (mm[j].X == mm[i].X && mm[j].cols == mm[i].cols && mm[j].ntok >= mm[i].ntok &&
-                qtype_get(mm[j].wtype)->vec_dot_type == at)
+            if (mm[j].X == mm[i].X && mm[j].xrows == mm[i].xrows && mm[j].cols == mm[i].cols &&
+                mm[j].ntok >= mm[i].ntok && qtype_get(mm[j].wtype)->vec_dot_type == at)
                 q[i].Aq = q[j].Aq;
         if (q[i].Aq || mm[i].ntok <= 0) continue;
         owned[i] = malloc(as * (size_t)mm[i].ntok);
         if (!owned[i]) abort(); /* out of memory mid-step: nothing to recover */
-        for (int t = 0; t < mm[i].ntok; t++)
-            kern_quantize_act(mm[i].wtype, mm[i].X + (size_t)t * mm[i].cols, owned[i] + (size_t)t * as, mm[i].cols);
+        for (int t = 0; t < mm[i].ntok; t++) {
+            const size_t row = mm[i].xrows ? (size_t)mm[i].xrows[t] : (size_t)t;
+            kern_quantize_act(mm[i].wtype, mm[i].X + row * mm[i].cols, owned[i] + (size_t)t * as, mm[i].cols);
+        }
         q[i].Aq = owned[i];
     }
     return owned;

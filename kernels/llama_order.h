@@ -77,14 +77,15 @@ typedef struct lo_mm {
     const float *X;  /* [ntok][cols] activations */
     int ntok;        /* activation rows; 0: nothing to do */
     float *Y;        /* [ntok][rows] results */
+    const int *xrows; /* NULL: X is [ntok][cols]; else activation row t is X + xrows[t] * cols */
 } lo_mm;
 
 /* Several independent products in one pool run: every result bitwise that
  * of lo_matmul on the same arguments (each row is computed by the same
  * kernel call pattern), but one synchronisation for all of them instead of
  * one each, which is what small decode products (attention heads, the
- * experts of a token) cost most.  Products reading the same X with the
- * same activation type quantize it once. */
+ * experts of a token) cost most.  Products reading the same rows (same X
+ * and xrows) with the same activation type quantize them once. */
 void lo_matmul_multi(tpool *tp, const lo_mm *mm, int n);
 
 /* The kernel llama.cpp runs for one (weight row, activation row) pair. */

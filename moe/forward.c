@@ -28,6 +28,69 @@ static void *xmalloc(size_t n) {
 
 static float *fbuf(size_t n) { return xmalloc(n * sizeof(float)); }
 
+/* ---- work memory ----
+ * The buffers of a step come from a moe_scratch: one block handed out
+ * front to back and taken back at once.  moe_forward_local keeps it with
+ * the sequence's cache, so after the first call a step touches only pages
+ * it already has; fresh ones (what malloc returns after glibc trimmed its
+ * heap between layers) each cost a page fault and a zeroing, over a tenth
+ * of a prefill.  The unit functions called alone use a scratch of their
+ * own for the call. */
+struct moe_scratch {
+    unsigned char *mem;     /* the block */
+    size_t cap, used;       /* its bytes; bytes handed out since the last reset */
+    size_t want;            /* bytes asked for since the last reset, overflow included */
+    void **extra;           /* blocks malloc'd while mem was full, freed at reset */
+    int n_extra, cap_extra;
+};
+
+#define SCRATCH_KEEP ((size_t)256 << 20) /* a bigger block is not kept between calls */
+
+static void *sget(moe_scratch *s, size_t bytes) {
+    bytes = (bytes + 63) & ~(size_t)63;
+    s->want += bytes;
+    if (s->used + bytes <= s->cap) {
+        void *p = s->mem + s->used;
+        s->used += bytes;
+        return p;
+    }
+    if (s->n_extra == s->cap_extra) {
+        s->cap_extra = s->cap_extra ? 2 * s->cap_extra : 16;
+        s->extra = realloc(s->extra, sizeof *s->extra * (size_t)s->cap_extra);
+        if (!s->extra) abort();
+    }
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes)) abort(); /* out of memory mid-step: nothing to recover */
+    return s->extra[s->n_extra++] = p;
+}
+
+static float *sf(moe_scratch *s, size_t n) { return sget(s, n * sizeof(float)); }
+
+/* Takes every buffer back; the block grows to what the round needed. */
+static void sreset(moe_scratch *s) {
+    for (int i = 0; i < s->n_extra; i++) free(s->extra[i]);
+    s->n_extra = 0;
+    if (s->want > s->cap) {
+        free(s->mem);
+        s->mem = NULL;
+        s->cap = 0;
+        if (s->want <= SCRATCH_KEEP) {
+            void *p = NULL;
+            if (posix_memalign(&p, 64, s->want)) abort();
+            s->mem = p;
+            s->cap = s->want;
+        }
+    }
+    s->used = s->want = 0;
+}
+
+static void sfree(moe_scratch *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n_extra; i++) free(s->extra[i]);
+    free(s->extra);
+    free(s->mem);
+}
+
 /* ---- elementwise pieces ---- */
 
 /* out = x / sqrt(mean(x^2) + eps) * w  (sum in double, as llama.cpp) */
@@ -143,6 +206,8 @@ void moe_kvcache_free(moe_kvcache *kv) {
     if (!kv) return;
     for (int i = 0; i < kv->n_layers; i++) free(kv->layers[i].data);
     free(kv->layers);
+    sfree(kv->scratch);
+    free(kv->scratch);
     free(kv);
 }
 
@@ -182,9 +247,18 @@ typedef struct {
     const float *q;   /* [n][nh][qk]: q_nope, then q_rope (not yet roped) */
     const float *cs;  /* [n][rope]: RoPE cos/sin of each new position */
     float *o;         /* [n][nh][v_head] */
+    float *work;      /* per-thread buffers, thread i at work + i * work_n */
+    size_t work_n;    /* floats per thread (attn_work_floats) */
 } attn_heads_job;
 
 #define HEAD_GROUP 4 /* heads of a thread whose attention reads the cache together */
+
+/* Floats of a thread's buffers in attn_heads_worker. */
+static size_t attn_work_floats(const moe_hparams *hp, int W, int pos0, int n) {
+    const size_t np = (size_t)(pos0 + n) + 16;
+    return (size_t)n * (hp->qk_nope + hp->kv_lora_rank + hp->v_head) +
+           (size_t)HEAD_GROUP * ((size_t)n * (W + hp->kv_lora_rank) + np) + 64;
+}
 
 static void attn_heads_worker(void *arg, int ith, int nth) {
     const attn_heads_job *j = arg;
@@ -198,8 +272,8 @@ static void attn_heads_worker(void *arg, int ith, int nth) {
      * converted to the vec_dot type and can take the batched kernel */
     const enum lo_op op = lo_mul_mat_op(n), kop = j->l->k_b->type == QT_F32 ? LO_MUL_MAT_1 : op;
     const size_t np = (size_t)(j->pos0 + n) + 16; /* probabilities per query */
-    float *qn = fbuf((size_t)n * nope), *qabs = fbuf((size_t)n * L), *oh = fbuf((size_t)n * vh);
-    float *qf = fbuf((size_t)HEAD_GROUP * n * W), *lat = fbuf((size_t)HEAD_GROUP * n * L), *p = fbuf(HEAD_GROUP * np);
+    float *qn = j->work + (size_t)ith * j->work_n, *qabs = qn + (size_t)n * nope, *oh = qabs + (size_t)n * L;
+    float *qf = oh + (size_t)n * vh, *lat = qf + (size_t)HEAD_GROUP * n * W, *p = lat + (size_t)HEAD_GROUP * n * L;
     /* this thread's heads ith, ith + nth, ..., HEAD_GROUP at a time */
     for (int h0 = ith; h0 < nh; h0 += HEAD_GROUP * nth) {
         int heads[HEAD_GROUP], ng = 0;
@@ -227,10 +301,10 @@ static void attn_heads_worker(void *arg, int ith, int nth) {
                 memcpy(j->o + ((size_t)t * nh + heads[g]) * vh, oh + (size_t)t * vh, sizeof(float) * vh);
         }
     }
-    free(p), free(lat), free(qf), free(oh), free(qabs), free(qn);
 }
 
-void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n, float *x, tpool *tp) {
+static void attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n, float *x, tpool *tp,
+                      moe_scratch *ws) {
     const moe_hparams *hp = &m->hp;
     const moe_layer *l = &m->layers[il];
     const int H = hp->n_embd, nh = hp->n_head, L = hp->kv_lora_rank;
@@ -239,28 +313,27 @@ void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n
     const rope_params rp = rope_params_of(hp);
     const enum lo_op op = lo_mul_mat_op(n);
 
-    float *hn = fbuf((size_t)n * H);
+    float *hn = sf(ws, (size_t)n * H);
     rmsnorm_rows(x, l->attn_norm, n, H, H, H, hp->rms_eps, hn);
 
     /* q (or its LoRA half q_a) and the compressed kv [n][L + rope] both read
      * hn: one pool run, hn quantized once */
-    float *q = fbuf((size_t)n * nh * qk), *kva = fbuf((size_t)n * W);
+    float *q = sf(ws, (size_t)n * nh * qk), *kva = sf(ws, (size_t)n * W);
     const gguf_tensor *q0 = l->q ? l->q : l->q_a;
     const int R = l->q ? nh * qk : hp->q_lora_rank;
-    float *qa = l->q ? q : fbuf((size_t)n * R);
+    float *qa = l->q ? q : sf(ws, (size_t)n * R);
     const lo_mm in[2] = {
-        {op, lo_repacked(q0->type, rows_of(q0), true), q0->type, q0->data, rows_of(q0), cols_of(q0), hn, n, qa},
+        {op, lo_repacked(q0->type, rows_of(q0), true), q0->type, q0->data, rows_of(q0), cols_of(q0), hn, n, qa, NULL},
         {op, lo_repacked(l->kv_a_mqa->type, rows_of(l->kv_a_mqa), true), l->kv_a_mqa->type, l->kv_a_mqa->data,
-         rows_of(l->kv_a_mqa), cols_of(l->kv_a_mqa), hn, n, kva}};
+         rows_of(l->kv_a_mqa), cols_of(l->kv_a_mqa), hn, n, kva, NULL}};
     lo_matmul_multi(tp, in, 2);
     if (!l->q) {
         rmsnorm_rows(qa, l->q_a_norm, n, R, R, R, hp->rms_eps, qa);
         matmul(tp, l->q_b, qa, n, q);
-        free(qa);
     }
 
     /* cache rows pos0.. */
-    float *cs = fbuf((size_t)n * rope);
+    float *cs = sf(ws, (size_t)n * rope);
     for (int t = 0; t < n; t++) {
         float *row = kv->data + (size_t)(pos0 + t) * W;
         rope_cache(&rp, pos0 + t, cs + (size_t)t * rope);
@@ -270,14 +343,20 @@ void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n
     }
 
     /* per head: absorbed query, attention, value up-projection: o[n][nh*v] */
-    float *o = fbuf((size_t)n * nh * vh);
-    attn_heads_job job = {.hp = hp, .l = l, .kv = kv, .pos0 = pos0, .n = n, .q = q, .cs = cs, .o = o};
+    float *o = sf(ws, (size_t)n * nh * vh);
+    const size_t work_n = attn_work_floats(hp, W, pos0, n);
+    attn_heads_job job = {.hp = hp, .l = l, .kv = kv, .pos0 = pos0, .n = n, .q = q, .cs = cs, .o = o,
+                          .work = sf(ws, work_n * (size_t)tpool_size(tp)), .work_n = work_n};
     tpool_run(tp, attn_heads_worker, &job);
-    float *out = fbuf((size_t)n * H);
+    float *out = sf(ws, (size_t)n * H);
     matmul(tp, l->attn_out, o, n, out);
     for (size_t i = 0; i < (size_t)n * H; i++) x[i] = out[i] + x[i];
+}
 
-    free(out), free(o), free(cs), free(kva), free(q), free(hn);
+void moe_attention(const moe_model *m, int il, moe_kv_layer *kv, int pos0, int n, float *x, tpool *tp) {
+    moe_scratch ws = {0};
+    attention(m, il, kv, pos0, n, x, tp, &ws);
+    sfree(&ws);
 }
 
 void moe_ffn_norm(const moe_model *m, int il, const float *x, int n, float *h) {
@@ -294,7 +373,8 @@ typedef struct {
     int gt, ut, dt;            /* gate, up, down weight types */
     const void *G, *U, *D;     /* [F][H], [F][H], [H][F] */
     int F;                     /* hidden width */
-    const float *h;            /* [n][H] inputs */
+    const float *h;            /* inputs: [n][H], or rows hrows[] of it */
+    const int *hrows;          /* NULL, or input row t is h + hrows[t] * H */
     int n;                     /* rows */
     float *out;                /* [n][H] */
 } ffn_job;
@@ -303,18 +383,17 @@ typedef struct {
  * pool run, then all the down products in another.  Each product is the
  * lo_matmul it would be alone, so every row has the same bits as when its
  * FFN runs by itself. */
-static void swiglu_ffns(tpool *tp, const ffn_job *f, int nf, int H) {
+static void swiglu_ffns(tpool *tp, const ffn_job *f, int nf, int H, moe_scratch *ws) {
     size_t total = 0;
     for (int i = 0; i < nf; i++) total += (size_t)f[i].n * f[i].F;
-    float *g = fbuf(total), *u = fbuf(total);
-    lo_mm *mm = calloc((size_t)(2 * nf), sizeof *mm);
-    if (!mm) abort();
+    float *g = sf(ws, total), *u = sf(ws, total);
+    lo_mm *mm = sget(ws, sizeof *mm * (size_t)(2 * nf));
     size_t off = 0;
     for (int i = 0; i < nf; i++) {
         mm[2 * i] = (lo_mm){f[i].op, lo_repacked(f[i].gt, f[i].F, true), f[i].gt, f[i].G, f[i].F, H, f[i].h, f[i].n,
-                            g + off};
+                            g + off, f[i].hrows};
         mm[2 * i + 1] = (lo_mm){f[i].op, lo_repacked(f[i].ut, f[i].F, true), f[i].ut, f[i].U, f[i].F, H, f[i].h,
-                                f[i].n, u + off};
+                                f[i].n, u + off, f[i].hrows};
         off += (size_t)f[i].n * f[i].F;
     }
     lo_matmul_multi(tp, mm, 2 * nf);
@@ -324,39 +403,46 @@ static void swiglu_ffns(tpool *tp, const ffn_job *f, int nf, int H) {
     }
     off = 0;
     for (int i = 0; i < nf; i++) {
-        mm[i] = (lo_mm){f[i].op, lo_repacked(f[i].dt, H, true), f[i].dt, f[i].D, H, f[i].F, g + off, f[i].n, f[i].out};
+        mm[i] = (lo_mm){f[i].op, lo_repacked(f[i].dt, H, true), f[i].dt, f[i].D, H, f[i].F, g + off, f[i].n, f[i].out,
+                        NULL};
         off += (size_t)f[i].n * f[i].F;
     }
     lo_matmul_multi(tp, mm, nf);
-    free(mm), free(g), free(u);
+}
+
+static void dense_ffn(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp, moe_scratch *ws) {
+    const moe_layer *l = &m->layers[il];
+    const ffn_job f = {lo_mul_mat_op(n), l->ffn_gate->type, l->ffn_up->type, l->ffn_down->type, l->ffn_gate->data,
+                       l->ffn_up->data, l->ffn_down->data, m->hp.n_ff, h, NULL, n, out};
+    swiglu_ffns(tp, &f, 1, m->hp.n_embd, ws);
 }
 
 void moe_dense_ffn(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp) {
-    const moe_layer *l = &m->layers[il];
-    const ffn_job f = {lo_mul_mat_op(n), l->ffn_gate->type, l->ffn_up->type, l->ffn_down->type, l->ffn_gate->data,
-                       l->ffn_up->data, l->ffn_down->data, m->hp.n_ff, h, n, out};
-    swiglu_ffns(tp, &f, 1, m->hp.n_embd);
+    moe_scratch ws = {0};
+    dense_ffn(m, il, h, n, out, tp, &ws);
+    sfree(&ws);
 }
 
-/* The FFN of expert job x of layer il (x.e < 0: the shared experts). */
-static ffn_job expert_job(const moe_model *m, int il, const moe_expert_job *x) {
+/* The FFN of expert e of layer il (e < 0: the shared experts). */
+static ffn_job expert_job(const moe_model *m, int il, int e, const float *h, const int *hrows, int n, float *out) {
     const moe_layer *l = &m->layers[il];
-    if (x->e < 0)
-        return (ffn_job){lo_mul_mat_op(x->n), l->gate_shexp->type, l->up_shexp->type, l->down_shexp->type,
+    if (e < 0)
+        return (ffn_job){lo_mul_mat_op(n), l->gate_shexp->type, l->up_shexp->type, l->down_shexp->type,
                          l->gate_shexp->data, l->up_shexp->data, l->down_shexp->data,
-                         m->hp.n_ff_exp * m->hp.n_expert_shared, x->h, x->n, x->out};
+                         m->hp.n_ff_exp * m->hp.n_expert_shared, h, hrows, n, out};
     return (ffn_job){LO_MUL_MAT_ID, l->gate_exps->type, l->up_exps->type, l->down_exps->type,
-                     slice3(l->gate_exps, x->e), slice3(l->up_exps, x->e), slice3(l->down_exps, x->e),
-                     m->hp.n_ff_exp, x->h, x->n, x->out};
+                     slice3(l->gate_exps, e), slice3(l->up_exps, e), slice3(l->down_exps, e), m->hp.n_ff_exp, h,
+                     hrows, n, out};
 }
 
 void moe_experts_ffn(const moe_model *m, int il, const moe_expert_job *jobs, int n_jobs, tpool *tp) {
-    ffn_job *f = xmalloc(sizeof *f * (size_t)(n_jobs > 0 ? n_jobs : 1));
+    moe_scratch ws = {0};
+    ffn_job *f = sget(&ws, sizeof *f * (size_t)(n_jobs > 0 ? n_jobs : 1));
     int nf = 0;
     for (int i = 0; i < n_jobs; i++)
-        if (jobs[i].n > 0) f[nf++] = expert_job(m, il, &jobs[i]);
-    if (nf) swiglu_ffns(tp, f, nf, m->hp.n_embd);
-    free(f);
+        if (jobs[i].n > 0) f[nf++] = expert_job(m, il, jobs[i].e, jobs[i].h, NULL, jobs[i].n, jobs[i].out);
+    if (nf) swiglu_ffns(tp, f, nf, m->hp.n_embd, &ws);
+    sfree(&ws);
 }
 
 void moe_shared_ffn(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp) {
@@ -377,14 +463,18 @@ static int argmax_free(const float *sel, const unsigned char *taken, int n) {
     return best;
 }
 
-void moe_router(const moe_model *m, int il, const float *h, int n, int *ids, float *w, tpool *tp) {
+static void router(const moe_model *m, int il, const float *h, int n, int *ids, float *w, tpool *tp,
+                   moe_scratch *ws) {
     const moe_hparams *hp = &m->hp;
     const moe_layer *l = &m->layers[il];
     const int E = hp->n_expert, K = hp->n_expert_used;
-    float *logits = fbuf((size_t)n * E);
+    float *logits = sf(ws, (size_t)n * E);
     matmul(tp, l->router, h, n, logits);
-    float *probs = fbuf((size_t)E), *sel = fbuf((size_t)E);
-    unsigned char *taken = xmalloc((size_t)E);
+    float *probs = sf(ws, (size_t)E), *sel = sf(ws, (size_t)E);
+    unsigned char *taken = sget(ws, (size_t)E);
+    const int G = hp->n_group > 1 ? hp->n_group : 1;
+    float *gscore = sf(ws, (size_t)G);
+    unsigned char *gtaken = sget(ws, (size_t)G);
     for (int t = 0; t < n; t++) {
         const float *lg = logits + (size_t)t * E;
         if (hp->gating == MOE_GATING_SIGMOID) {
@@ -397,10 +487,8 @@ void moe_router(const moe_model *m, int il, const float *h, int n, int *ids, flo
 
         if (hp->n_group > 1) {
             /* keep the n_group_used groups with the best sum of their top 2 */
-            const int G = hp->n_group, per = E / G;
-            float *gscore = fbuf((size_t)G);
-            unsigned char *gtaken = calloc((size_t)G, 1);
-            if (!gtaken) abort();
+            const int per = E / G;
+            memset(gtaken, 0, (size_t)G);
             for (int g = 0; g < G; g++) {
                 float a = -INFINITY, b = -INFINITY;
                 for (int i = 0; i < per; i++) {
@@ -414,7 +502,6 @@ void moe_router(const moe_model *m, int il, const float *h, int n, int *ids, flo
             for (int g = 0; g < G; g++)
                 if (!gtaken[g])
                     for (int i = 0; i < per; i++) sel[g * per + i] = -INFINITY;
-            free(gtaken), free(gscore);
         }
 
         memset(taken, 0, (size_t)E);
@@ -434,7 +521,26 @@ void moe_router(const moe_model *m, int il, const float *h, int n, int *ids, flo
         if (hp->expert_scale != 1.0f)
             for (int k = 0; k < K; k++) w[t * K + k] *= hp->expert_scale;
     }
-    free(taken), free(sel), free(probs), free(logits);
+}
+
+void moe_router(const moe_model *m, int il, const float *h, int n, int *ids, float *w, tpool *tp) {
+    moe_scratch ws = {0};
+    router(m, il, h, n, ids, w, tp, &ws);
+    sfree(&ws);
+}
+
+/* moe_combine with slot s of token t read from y + map[t * k + s] * H. */
+static void combine_map(int n, int k, int H, const float *w, const float *y, const int *map, const float *shared,
+                        float *out) {
+    for (int t = 0; t < n; t++) {
+        float *o = out + (size_t)t * H;
+        const float *y0 = y + (size_t)map[t * k] * H;
+        for (int i = 0; i < H; i++) {
+            float acc = w[t * k] * y0[i];
+            for (int s = 1; s < k; s++) acc = acc + w[t * k + s] * y[(size_t)map[t * k + s] * H + i];
+            o[i] = shared ? acc + shared[(size_t)t * H + i] : acc;
+        }
+    }
 }
 
 void moe_combine(int n, int k, int H, const float *w, const float *y, const float *shared, float *out) {
@@ -448,90 +554,100 @@ void moe_combine(int n, int k, int H, const float *w, const float *y, const floa
     }
 }
 
-void moe_moe_ffn_local(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp) {
+/* The MoE FFN: the (token, slot) pairs grouped by expert; every chosen
+ * expert and the shared experts run together (swiglu_ffns), each expert
+ * reading its tokens' rows of h through an index (quantized straight from
+ * h) and writing its outputs back to back; the combine reads them through
+ * a map. */
+static void moe_ffn(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp, moe_scratch *ws) {
     const moe_hparams *hp = &m->hp;
     const int H = hp->n_embd, K = hp->n_expert_used, E = hp->n_expert;
-    int *ids = xmalloc(sizeof(int) * (size_t)n * K);
-    float *w = fbuf((size_t)n * K);
-    moe_router(m, il, h, n, ids, w, tp);
+    int *ids = sget(ws, sizeof(int) * (size_t)n * K);
+    float *w = sf(ws, (size_t)n * K);
+    router(m, il, h, n, ids, w, tp, ws);
 
-    /* group the (token, slot) pairs by expert; every chosen expert and the
-     * shared experts run together (moe_experts_ffn).  A single token needs
-     * no copies: every expert reads h itself (quantized once). */
-    float *y = fbuf((size_t)n * K * H);
-    float *xin = n > 1 ? fbuf((size_t)n * K * H) : NULL, *yout = n > 1 ? fbuf((size_t)n * K * H) : NULL;
-    int *rows = xmalloc(sizeof(int) * (size_t)n * K);
-    moe_expert_job *jobs = xmalloc(sizeof *jobs * (size_t)(E + 1));
+    float *y = sf(ws, (size_t)n * K * H);                  /* expert outputs, expert after expert */
+    int *tok = sget(ws, sizeof(int) * (size_t)n * K);       /* their tokens */
+    int *map = sget(ws, sizeof(int) * (size_t)n * K);       /* (token, slot) -> row of y */
+    ffn_job *jobs = sget(ws, sizeof *jobs * (size_t)(E + 1));
     int nj = 0, used = 0;
     for (int e = 0; e < E; e++) {
         int cnt = 0;
         for (int i = 0; i < n * K; i++)
-            if (ids[i] == e) rows[used + cnt++] = i;
+            if (ids[i] == e) {
+                tok[used + cnt] = i / K;
+                map[i] = used + cnt++;
+            }
         if (!cnt) continue;
-        if (n == 1) {
-            jobs[nj++] = (moe_expert_job){e, h, 1, y + (size_t)rows[used] * H};
-        } else {
-            for (int r = 0; r < cnt; r++)
-                memcpy(xin + (size_t)(used + r) * H, h + (size_t)(rows[used + r] / K) * H, sizeof(float) * H);
-            jobs[nj++] = (moe_expert_job){e, xin + (size_t)used * H, cnt, yout + (size_t)used * H};
-        }
+        jobs[nj++] = expert_job(m, il, e, h, n > 1 ? tok + used : NULL, cnt, y + (size_t)used * H);
         used += cnt;
     }
     float *sh = NULL;
     if (hp->n_expert_shared > 0) {
-        sh = fbuf((size_t)n * H);
-        jobs[nj++] = (moe_expert_job){-1, h, n, sh};
+        sh = sf(ws, (size_t)n * H);
+        jobs[nj++] = expert_job(m, il, -1, h, NULL, n, sh);
     }
-    moe_experts_ffn(m, il, jobs, nj, tp);
-    if (n > 1)
-        for (int r = 0; r < used; r++) memcpy(y + (size_t)rows[r] * H, yout + (size_t)r * H, sizeof(float) * H);
-    moe_combine(n, K, H, w, y, sh, out);
-    free(sh), free(jobs), free(rows), free(yout), free(xin), free(y), free(w), free(ids);
+    swiglu_ffns(tp, jobs, nj, H, ws);
+    combine_map(n, K, H, w, y, map, sh, out);
+}
+
+void moe_moe_ffn_local(const moe_model *m, int il, const float *h, int n, float *out, tpool *tp) {
+    moe_scratch ws = {0};
+    moe_ffn(m, il, h, n, out, tp, &ws);
+    sfree(&ws);
+}
+
+static void ffn_block(const moe_model *m, int il, float *x, int n, tpool *tp, moe_scratch *ws) {
+    const int H = m->hp.n_embd;
+    float *h = sf(ws, (size_t)n * H), *f = sf(ws, (size_t)n * H);
+    moe_ffn_norm(m, il, x, n, h);
+    if (m->layers[il].is_moe) moe_ffn(m, il, h, n, f, tp, ws);
+    else dense_ffn(m, il, h, n, f, tp, ws);
+    for (size_t i = 0; i < (size_t)n * H; i++) x[i] = f[i] + x[i];
 }
 
 void moe_ffn_block_local(const moe_model *m, int il, float *x, int n, tpool *tp) {
+    moe_scratch ws = {0};
+    ffn_block(m, il, x, n, tp, &ws);
+    sfree(&ws);
+}
+
+static void output(const moe_model *m, const float *x, int n, float *logits, tpool *tp, moe_scratch *ws) {
     const int H = m->hp.n_embd;
-    float *h = fbuf((size_t)n * H), *f = fbuf((size_t)n * H);
-    moe_ffn_norm(m, il, x, n, h);
-    if (m->layers[il].is_moe)
-        moe_moe_ffn_local(m, il, h, n, f, tp);
-    else
-        moe_dense_ffn(m, il, h, n, f, tp);
-    for (size_t i = 0; i < (size_t)n * H; i++) x[i] = f[i] + x[i];
-    free(f), free(h);
+    float *hn = sf(ws, (size_t)n * H);
+    rmsnorm_rows(x, m->out_norm, n, H, H, H, m->hp.rms_eps, hn);
+    matmul(tp, m->output, hn, n, logits);
 }
 
 void moe_output(const moe_model *m, const float *x, int n, float *logits, tpool *tp) {
-    const int H = m->hp.n_embd;
-    float *hn = fbuf((size_t)n * H);
-    rmsnorm_rows(x, m->out_norm, n, H, H, H, m->hp.rms_eps, hn);
-    matmul(tp, m->output, hn, n, logits);
-    free(hn);
+    moe_scratch ws = {0};
+    output(m, x, n, logits, tp, &ws);
+    sfree(&ws);
 }
 
 bool moe_forward_local(const moe_model *m, moe_kvcache *kv, const int *tokens, int n, int pos0, float *logits,
                        bool last_only, tpool *tp) {
     const int H = m->hp.n_embd;
     if (n <= 0 || pos0 < 0 || pos0 + n > kv->n_ctx) return false;
+    for (int il = 0; il < m->hp.n_layer; il++)
+        if (!moe_kvcache_layer(kv, il)) return false;
+    if (!kv->scratch && !(kv->scratch = calloc(1, sizeof *kv->scratch))) abort();
+    moe_scratch *ws = kv->scratch;
     float *x = fbuf((size_t)n * H);
     if (!moe_embed(m, tokens, n, x)) {
         free(x);
         return false;
     }
     for (int il = 0; il < m->hp.n_layer; il++) {
-        moe_kv_layer *kl = moe_kvcache_layer(kv, il);
-        if (!kl) {
-            free(x);
-            return false;
-        }
-        moe_attention(m, il, kl, pos0, n, x, tp);
-        moe_ffn_block_local(m, il, x, n, tp);
+        attention(m, il, moe_kvcache_layer(kv, il), pos0, n, x, tp, ws);
+        sreset(ws);
+        ffn_block(m, il, x, n, tp, ws);
+        sreset(ws);
     }
     if (logits) {
-        if (last_only)
-            moe_output(m, x + (size_t)(n - 1) * H, 1, logits, tp);
-        else
-            moe_output(m, x, n, logits, tp);
+        if (last_only) output(m, x + (size_t)(n - 1) * H, 1, logits, tp, ws);
+        else output(m, x, n, logits, tp, ws);
+        sreset(ws);
     }
     free(x);
     return true;

@@ -27,11 +27,15 @@ typedef struct moe_kv_layer {
     float *data;
 } moe_kv_layer;
 
+/* Work memory of the forward pass (forward.c). */
+typedef struct moe_scratch moe_scratch;
+
 /* Caches of layers [layer0, layer0 + n_layers) of one sequence. */
 typedef struct moe_kvcache {
     int layer0, n_layers;
     int n_ctx;
     moe_kv_layer *layers;
+    moe_scratch *scratch; /* moe_forward_local's buffers, kept between calls (NULL until the first) */
 } moe_kvcache;
 
 moe_kvcache *moe_kvcache_new(const moe_hparams *hp, int layer0, int n_layers, int n_ctx);

@@ -3,7 +3,8 @@
  *     depends on the order (a different order gives a different float);
  *   - lo_matmul: a row's result does not depend on the thread count or on
  *     how a multi-row batch is cut, for every weight type and layout;
- *   - lo_matmul_multi gives each product's lo_matmul bits;
+ *   - lo_matmul_multi gives each product's lo_matmul bits (shared and
+ *     indexed activation rows too);
  *   - end to end: the fixture pairs whose every op is mirrored give
  *     llama.cpp's logits bit for bit (all but tiny-v3-f32-legacykvb, whose
  *     graph in llama.cpp decompresses kv_b instead of absorbing it). */
@@ -129,11 +130,19 @@ static void test_matmul_multi(void) {
         const int ntok = i == 5 ? 0 : op == LO_MUL_MAT_1 ? 1 : 1 + i % ntok_max;
         /* products 0-5 read x, 6-11 the second half (activations shared) */
         mm[i] = (lo_mm){op, op != LO_MUL_MAT_ID || i % 2 ? lo_repacked(t, rows, true) : false, t, W[i], rows, cols,
-                        x + (i < 6 ? 0 : (size_t)ntok_max * cols), ntok, NULL};
+                        x + (i < 6 ? 0 : (size_t)ntok_max * cols), ntok, NULL, NULL};
         ref[i] = malloc(sizeof(float) * (size_t)rows * ntok_max);
         got[i] = malloc(sizeof(float) * (size_t)rows * ntok_max);
         lo_matmul(NULL, op, mm[i].repacked, t, W[i], rows, cols, mm[i].X, ntok, ref[i]);
     }
+    /* product 4 (5 rows) reads its rows through an index (rows of the
+     * second half, backwards): the bits of lo_matmul on those rows copied */
+    static const int rev[5] = {4, 3, 2, 1, 0};
+    float *xg = malloc(sizeof(float) * ntok_max * cols);
+    for (int t = 0; t < ntok_max; t++) memcpy(xg + (size_t)t * cols, x + (size_t)(ntok_max + rev[t]) * cols, sizeof(float) * cols);
+    mm[4].X = x + (size_t)ntok_max * cols;
+    mm[4].xrows = rev;
+    lo_matmul(NULL, mm[4].op, mm[4].repacked, mm[4].wtype, W[4], mm[4].rows, cols, xg, mm[4].ntok, ref[4]);
     tpool *tp = tpool_create(2);
     for (int th = 0; th < 2; th++) {
         for (int i = 0; i < NP; i++) {
@@ -150,7 +159,7 @@ static void test_matmul_multi(void) {
     }
     tpool_destroy(tp);
     for (int i = 0; i < NP; i++) free(W[i]), free(ref[i]), free(got[i]);
-    free(w), free(x);
+    free(w), free(x), free(xg);
 }
 
 /* Fixture pairs whose every op llama_order mirrors: logits bit for bit. */
