@@ -1114,7 +1114,121 @@ INT_MM(q5_0, D_Q5_0, prep_q5_0)
 INT_MM(q8_0, D_Q8_0, prep_q8_0)
 K_MM(q2_K, D_Q2_K, prep_q2_K, KQ2)
 K_MM(q3_K, D_Q3_K, prep_q3_K, KQ3)
-K_MM(q4_K, D_Q4_K, prep_q4_K, KQ4)
+/* Q4_K for 1-2 tokens (decode), 8 consecutive rows at a time in 256-bit
+ * vectors, one row per 32-bit lane: per super-block the 8 rows' bytes
+ * are transposed in registers (128-bit loads, in-lane unpacks: cheap on
+ * cores that split 512-bit shuffles), and the integers and float steps
+ * are int_tile's MODE_MIN ones (isum = sum of scale * sub-block dot,
+ * msum = sum of min * sub-block sum, both exact; acc = fma(isum, d * da,
+ * acc), acc_m = fma(msum, dmin * da, acc_m); acc - acc_m at the end), so
+ * the bits are those of every other Q4_K kernel here. */
+
+/* o[m], lane p = 32-bit word m of the 16 bytes at base + p * stride + off. */
+INLINE void load_t8(const uint8_t *base, size_t stride, __m256i o[4]) {
+    __m256i z[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        z[k] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(base + (size_t)k * stride))),
+                                       _mm_loadu_si128((const __m128i *)(base + (size_t)(k + 4) * stride)), 1);
+    /* z[k] = rows k | k + 4; two in-lane unpack rounds give rows 0..7 */
+    const __m256i t0 = _mm256_unpacklo_epi32(z[0], z[1]), t1 = _mm256_unpackhi_epi32(z[0], z[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(z[2], z[3]), t3 = _mm256_unpackhi_epi32(z[2], z[3]);
+    o[0] = _mm256_unpacklo_epi64(t0, t2);
+    o[1] = _mm256_unpackhi_epi64(t0, t2);
+    o[2] = _mm256_unpacklo_epi64(t1, t3);
+    o[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+/* acc += w (u8) . the 4 signed bytes at a, broadcast: vpdpbusd with an
+ * embedded-broadcast memory operand, which GCC does not form from
+ * _mm256_set1_epi32 (it emits a separate vpbroadcastd per product). */
+INLINE __m256i dpbusd_bc(__m256i acc, __m256i w, const uint8_t *a) {
+    __asm__("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)(const void *)a));
+    return acc;
+}
+
+INLINE void q4k_rows8(const kern_job *j, int r, const int T) {
+    const int nb = j->cols / 256;
+    const size_t ws = j->wstride;
+    const uint8_t *base = j->W + (size_t)r * ws;
+    const __m256i m0f = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi32(63), m4 = _mm256_set1_epi32(15),
+                  m2 = _mm256_set1_epi32(3);
+    __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()}, {_mm256_setzero_ps(), _mm256_setzero_ps()}};
+    pf_stream pf = pf_start(j, base, 8 * ws, nb);
+    for (int b = 0; b < nb; b++) {
+        pf_step_l2(&pf);
+        const uint8_t *blk = base + (size_t)b * 144;
+        __m256i h[4];
+        load_t8(blk, ws, h);
+        /* scales and mins (natural sub-block order), as k4_scales */
+        __m256i sc[8], mn[8];
+        #pragma GCC unroll 4
+        for (int s2 = 0; s2 < 4; s2++) {
+            sc[s2] = _mm256_and_si256(_mm256_srli_epi32(h[1], 8 * s2), m6);
+            mn[s2] = _mm256_and_si256(_mm256_srli_epi32(h[2], 8 * s2), m6);
+            sc[4 + s2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(h[3], 8 * s2), m4),
+                                         _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h[1], 8 * s2 + 6), m2), 4));
+            mn[4 + s2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(h[3], 8 * s2 + 4), m4),
+                                         _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h[2], 8 * s2 + 6), m2), 4));
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(h[0]));
+        const __m256 dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(h[0], 16)));
+        __m256i isum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        #pragma GCC unroll 1
+        for (int jj = 0; jj < 4; jj++) {
+            /* qs bytes 32jj..32jj+31: low nibbles are sub-block 2jj, high 2jj + 1 */
+            __m256i w[8];
+            load_t8(blk + 16 + 32 * jj, ws, w);
+            load_t8(blk + 32 + 32 * jj, ws, w + 4);
+            #pragma GCC unroll 2
+            for (int nib = 0; nib < 2; nib++) {
+                const int sb = 2 * jj + nib;
+                __m256i q[8];
+                #pragma GCC unroll 8
+                for (int qd = 0; qd < 8; qd++)
+                    q[qd] = nib ? _mm256_and_si256(_mm256_srli_epi32(w[qd], 4), m0f) : _mm256_and_si256(w[qd], m0f);
+                #pragma GCC unroll 2
+                for (int u = 0; u < T; u++) {
+                    const uint8_t *a = j->A + (size_t)u * j->astride + (size_t)b * sizeof(akq) + 32 * k4_pos[sb];
+                    __m256i d0 = _mm256_setzero_si256(), d1 = d0;
+                    #pragma GCC unroll 4
+                    for (int qd = 0; qd < 8; qd += 2) {
+                        d0 = dpbusd_bc(d0, q[qd], a + 4 * qd);
+                        d1 = dpbusd_bc(d1, q[qd + 1], a + 4 * qd + 4);
+                    }
+                    isum[u] = _mm256_add_epi32(isum[u], _mm256_mullo_epi32(_mm256_add_epi32(d0, d1), sc[sb]));
+                }
+            }
+        }
+        #pragma GCC unroll 2
+        for (int u = 0; u < T; u++) {
+            const akq *a = (const akq *)(const void *)(j->A + (size_t)u * j->astride) + b;
+            __m256i ms = _mm256_setzero_si256();
+            #pragma GCC unroll 4
+            for (int p2 = 0; p2 < 4; p2++) {
+                const __m256i pair = _mm256_or_si256(mn[2 * p2], _mm256_slli_epi32(mn[2 * p2 + 1], 16));
+                ms = _mm256_dpwssd_epi32(ms, pair, _mm256_set1_epi32(*(const int32_t *)(const void *)(a->s32 + 2 * p2)));
+            }
+            const __m256 vda = _mm256_set1_ps(a->d);
+            acc[u][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[u]), _mm256_mul_ps(d, vda), acc[u][0]);
+            acc[u][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(dmin, vda), acc[u][1]);
+        }
+    }
+    for (int u = 0; u < T; u++) _mm256_storeu_ps(j->Y + (size_t)u * j->ystride + r, _mm256_sub_ps(acc[u][0], acc[u][1]));
+}
+
+static void mm_q4_K(const kern_job *j, int r0, int r1) {
+    if (j->ntok > DIRECT_MAX) {
+        int_matmul(j, r0, r1, &D_Q4_K, prep_q4_K);
+        return;
+    }
+    int r = r0;
+    for (; r + 8 <= r1 && r + 8 <= j->rows; r += 8) {
+        if (j->ntok == 1) q4k_rows8(j, r, 1);
+        else q4k_rows8(j, r, 2);
+    }
+    if (r < r1) direct_k(j, r, r1, KQ4, D_Q4_K.wblk);
+}
 K_MM(q5_K, D_Q5_K, prep_q5_K, KQ5)
 K_MM(q6_K, D_Q6_K, prep_q6_K, KQ6)
 INT_MM(q4_K_gemm, D_Q4_K_GEMM, prep_q4_K)
