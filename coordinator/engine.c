@@ -114,7 +114,8 @@ static bool check_reqs(engine *e, int n_req, const engine_req *r, char *err, siz
 /* x[i] += MoE FFN of layer il for every request.  Router, shared expert
  * and combine run per request (their llama.cpp order depends on the row
  * count); each routed expert runs once over the rows of all requests that
- * chose it, which is the same per row (mul_mat_id order). */
+ * chose it, which is the same per row (mul_mat_id order).  All experts of
+ * the layer, routed and shared, go through one moe_experts_ffn call. */
 static void moe_layer_batch(engine *e, int il, int nr, const engine_req *r, float **x) {
     const moe_model *m = e->model;
     const int H = m->hp.n_embd, K = m->hp.n_expert_used, E = m->hp.n_expert;
@@ -125,31 +126,39 @@ static void moe_layer_batch(engine *e, int il, int nr, const engine_req *r, floa
     float *w = xmalloc(sizeof(float) * (size_t)T * K);      /* [T][K] their weights */
     float *y = xmalloc(sizeof(float) * (size_t)T * K * H);  /* [T][K][H] expert outputs */
     float *sh = m->hp.n_expert_shared > 0 ? xmalloc(sizeof(float) * (size_t)T * H) : NULL;
+    moe_expert_job *jobs = xmalloc(sizeof *jobs * (size_t)(E + nr));
+    int n_jobs = 0;
     for (int i = 0, t0 = 0; i < nr; t0 += r[i].n, i++) {
         float *hi = h + (size_t)t0 * H;
         moe_ffn_norm(m, il, x[i], r[i].n, hi);
         moe_router(m, il, hi, r[i].n, ids + (size_t)t0 * K, w + (size_t)t0 * K, e->tp);
-        if (sh) moe_shared_ffn(m, il, hi, r[i].n, sh + (size_t)t0 * H, e->tp);
+        if (sh) jobs[n_jobs++] = (moe_expert_job){.e = -1, .h = hi, .n = r[i].n, .out = sh + (size_t)t0 * H};
     }
+    /* (token, slot) pairs grouped by expert: sel[] lists them expert after
+     * expert, xin/yout hold each expert's rows back to back */
     float *xin = xmalloc(sizeof(float) * (size_t)T * K * H), *yout = xmalloc(sizeof(float) * (size_t)T * K * H);
     int *sel = xmalloc(sizeof(int) * (size_t)T * K);
+    int cnt = 0;
     for (int ex = 0; ex < E; ex++) {
-        int cnt = 0;
+        const int first = cnt;
         for (int j = 0; j < T * K; j++)
-            if (ids[j] == ex) sel[cnt++] = j;
-        if (!cnt) continue;
-        for (int k = 0; k < cnt; k++)
-            memcpy(xin + (size_t)k * H, h + (size_t)(sel[k] / K) * H, sizeof(float) * (size_t)H);
-        moe_expert_ffn(m, il, ex, xin, cnt, yout, e->tp);
-        for (int k = 0; k < cnt; k++) memcpy(y + (size_t)sel[k] * H, yout + (size_t)k * H, sizeof(float) * (size_t)H);
+            if (ids[j] == ex) {
+                memcpy(xin + (size_t)cnt * H, h + (size_t)(j / K) * H, sizeof(float) * (size_t)H);
+                sel[cnt++] = j;
+            }
+        if (cnt > first)
+            jobs[n_jobs++] = (moe_expert_job){.e = ex, .h = xin + (size_t)first * H, .n = cnt - first,
+                                              .out = yout + (size_t)first * H};
     }
+    moe_experts_ffn(m, il, jobs, n_jobs, e->tp);
+    for (int k = 0; k < cnt; k++) memcpy(y + (size_t)sel[k] * H, yout + (size_t)k * H, sizeof(float) * (size_t)H);
     float *f = xmalloc(sizeof(float) * (size_t)T * H);
     for (int i = 0, t0 = 0; i < nr; t0 += r[i].n, i++) {
         float *fi = f + (size_t)t0 * H;
         moe_combine(r[i].n, K, H, w + (size_t)t0 * K, y + (size_t)t0 * K * H, sh ? sh + (size_t)t0 * H : NULL, fi);
         for (size_t k = 0; k < (size_t)r[i].n * H; k++) x[i][k] = fi[k] + x[i][k];
     }
-    free(f), free(sel), free(yout), free(xin), free(sh), free(y), free(w), free(ids), free(h);
+    free(f), free(sel), free(yout), free(xin), free(jobs), free(sh), free(y), free(w), free(ids), free(h);
 }
 
 /* Several requests layer by layer, in this process. */

@@ -98,19 +98,27 @@ void cl_run_experts(cl_rank *c, int il, const float *rows, const int32_t *pairs,
     float *xin = xmalloc(sizeof(float) * (size_t)H * (size_t)(n_pairs ? n_pairs : 1));
     float *yout = xmalloc(sizeof(float) * (size_t)H * (size_t)(n_pairs ? n_pairs : 1));
     int *sel = xmalloc(sizeof(int) * (size_t)(n_pairs ? n_pairs : 1));
+    moe_expert_job *jobs = calloc((size_t)E, sizeof *jobs);
+    if (!jobs) abort();
+    /* pairs grouped by expert, each expert's rows back to back; all of
+     * them in one moe_experts_ffn run */
+    int cnt = 0, n_jobs = 0;
     for (int e = 0; e < E; e++) {
-        int cnt = 0;
+        const int first = cnt;
         for (int j = 0; j < n_pairs; j++)
-            if (pairs[2 * j + 1] == e) sel[cnt++] = j;
-        if (!cnt) continue;
-        for (int r = 0; r < cnt; r++)
-            memcpy(xin + (size_t)r * H, rows + (size_t)pairs[2 * sel[r]] * H, sizeof(float) * (size_t)H);
-        moe_expert_ffn(&c->store.view, il, e, xin, cnt, yout, c->tp);
-        for (int r = 0; r < cnt; r++) memcpy(out + (size_t)sel[r] * H, yout + (size_t)r * H, sizeof(float) * (size_t)H);
-        c->st.hits[(size_t)il * E + e] += (uint64_t)cnt;
-        c->st.expert_rows += (uint64_t)cnt;
+            if (pairs[2 * j + 1] == e) {
+                memcpy(xin + (size_t)cnt * H, rows + (size_t)pairs[2 * j] * H, sizeof(float) * (size_t)H);
+                sel[cnt++] = j;
+            }
+        if (cnt == first) continue;
+        jobs[n_jobs++] = (moe_expert_job){.e = e, .h = xin + (size_t)first * H, .n = cnt - first,
+                                          .out = yout + (size_t)first * H};
+        c->st.hits[(size_t)il * E + e] += (uint64_t)(cnt - first);
+        c->st.expert_rows += (uint64_t)(cnt - first);
     }
-    free(sel), free(yout), free(xin);
+    moe_experts_ffn(&c->store.view, il, jobs, n_jobs, c->tp);
+    for (int k = 0; k < cnt; k++) memcpy(out + (size_t)sel[k] * H, yout + (size_t)k * H, sizeof(float) * (size_t)H);
+    free(jobs), free(sel), free(yout), free(xin);
 }
 
 /* Worker side of EXP_REQ: header, pairs [n_pairs][2] (row, expert), rows [n][H]. */
