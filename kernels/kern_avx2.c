@@ -695,3 +695,23 @@ uint64_t kern_avx2_read(const void *p, size_t n) {
     __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
     return (uint64_t)_mm_cvtsi128_si64(h) + (uint64_t)_mm_extract_epi64(h, 1);
 }
+
+/* The peak probe of `moe bench --matmul` (see kern_avx512.c): without
+ * VNNI an int8 dot is vpmaddubsw + vpmaddwd + vpaddd, 8 chains. */
+uint64_t kern_avx2_int8_peak(uint64_t iters) {
+    __m256i a0 = _mm256_set1_epi32(1), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    const __m256i w = _mm256_set1_epi8(1), x = _mm256_set1_epi8(2), one = _mm256_set1_epi16(1);
+#define DOT4(a) a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), one))
+    for (uint64_t i = 0; i < iters; i++) {
+        DOT4(a0), DOT4(a1), DOT4(a2), DOT4(a3), DOT4(a4), DOT4(a5), DOT4(a6), DOT4(a7);
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), "+x"(a6), "+x"(a7));
+    }
+#undef DOT4
+    int32_t v[8];
+    _mm256_storeu_si256((__m256i *)v,
+                        _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
+                                         _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7))));
+    volatile int32_t sink = v[0];
+    (void)sink;
+    return iters * 8 * 32;
+}

@@ -97,5 +97,9 @@ const kern_wops *kern_avx512_q4k_gemm(void);
  * 64): the memory-bandwidth probe of `moe bench --mem`. */
 uint64_t kern_avx512_read(const void *p, size_t n);
 uint64_t kern_avx2_read(const void *p, size_t n);
+/* Peak probe: `iters` rounds of independent int8 dot chains; returns the
+ * multiply-accumulates done (kern_int8_peak). */
+uint64_t kern_avx512_int8_peak(uint64_t iters);
+uint64_t kern_avx2_int8_peak(uint64_t iters);
 
 #endif

@@ -367,6 +367,14 @@ uint64_t kern_read_sum(const void *p, size_t n) {
     }
 }
 
+uint64_t kern_int8_peak(uint64_t iters) {
+    switch (kern_get_path()) {
+    case KERN_AVX512: return kern_avx512_int8_peak(iters);
+    case KERN_AVX2: return kern_avx2_int8_peak(iters);
+    default: return 0;
+    }
+}
+
 /* ---- llama.cpp-order hook (llama_order.h) ----
  * lo_matmul asks here first: the SIMD kernels of kern_lo_*.c reproduce
  * its float orders bit for bit (test_kernels checks it case by case). */

@@ -120,4 +120,10 @@ void kern_matmul_q_path(enum kern_path p, tpool *tp, int wtype, const void *W, i
  * loads of the current path and returns a checksum: the bandwidth probe. */
 uint64_t kern_read_sum(const void *p, size_t n);
 
+/* The compute probe: `iters` rounds of independent chains of the current
+ * path's int8 dot instruction (vpdpbusd; AVX2: vpmaddubsw + vpmaddwd),
+ * kept in registers.  Returns the int8 multiply-accumulates done (0 on
+ * the scalar path), so MACs / seconds is the path's peak on one thread. */
+uint64_t kern_int8_peak(uint64_t iters);
+
 #endif
