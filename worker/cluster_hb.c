@@ -2,8 +2,10 @@
  * 250 ms and rank 0's thread answers each one.  Whoever notices a peer
  * silent for MOE_DEAD_S seconds (default 4) prints which rank and what it
  * was last doing, then aborts the job, so a rank that crashes, is killed
- * or stops (SIGSTOP, a hung node) never leaves the others waiting.  Its
- * own communicator keeps these messages away from the data path. */
+ * or stops (SIGSTOP, a hung node) never leaves the others waiting.  Rank 0
+ * also checks every beat that the processes of ranks on its own host still
+ * exist, and reports and aborts at once when one is gone.  Its own
+ * communicator keeps these messages away from the data path. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -57,6 +59,8 @@ typedef struct hb_report {
     int n_head;
     int n;                      /* lines: ranks 1..size-1 */
     hb_line *line;              /* [n] */
+    char *out;                  /* [cap_out] the handler assembles the whole report here */
+    int cap_out;
 } hb_report;
 
 static volatile sig_atomic_t g_term;            /* SIGTERM seen */
@@ -65,12 +69,37 @@ static volatile sig_atomic_t g_rep_ready = -1;  /* index of the complete report,
 static hb_report *g_rep[2];
 static int g_wake[2] = {-1, -1};
 
-static void write_all(const char *s, int n) {
-    while (n > 0) {
-        ssize_t w = write(2, s, (size_t)n);
-        if (w <= 0) return;
-        s += w, n -= (int)w;
+/* Appends n bytes to out[at..cap) (a plain loop: async-signal-safe). */
+static int put(char *out, int at, int cap, const char *s, int n) {
+    for (int i = 0; i < n && at < cap; i++) out[at++] = s[i];
+    return at;
+}
+
+/* Writes head, then one line per rank saying whether its process still
+ * exists (async-signal-safe).  One write: the launcher forwards what it
+ * has read when it tears the job down, so the report must not arrive in
+ * pieces.  Returns whether a rank on this host is gone. */
+static bool emit_report(hb_report *rep, const char *head, int n_head) {
+    bool any_gone = false;
+    int at = put(rep->out, 0, rep->cap_out, head, n_head);
+        for (int i = 0; i < rep->n; i++) {
+            const hb_line *l = &rep->line[i];
+            static const char gone[] = "is GONE (its process no longer exists)", alive[] = "is alive",
+                              remote[] = "(remote)";
+            const char *st = !l->pid ? remote : kill(l->pid, 0) != 0 && errno == ESRCH ? gone : alive;
+            any_gone |= st == gone;
+            const int n_st = st == gone ? (int)sizeof gone - 1 : st == alive ? (int)sizeof alive - 1
+                                                                             : (int)sizeof remote - 1;
+            at = put(rep->out, at, rep->cap_out, l->pre, l->n_pre);
+            at = put(rep->out, at, rep->cap_out, st, n_st);
+            at = put(rep->out, at, rep->cap_out, l->post, l->n_post);
+        }
+    for (const char *o = rep->out; at > 0;) {
+        ssize_t w = write(2, o, (size_t)at);
+        if (w <= 0) break;
+        o += w, at -= (int)w;
     }
+    return any_gone;
 }
 
 static void on_sigterm(int sig) {
@@ -79,17 +108,7 @@ static void on_sigterm(int sig) {
     const int k = g_rep_ready;
     if (k >= 0 && !g_reported) {
         g_reported = 1;
-        const hb_report *rep = g_rep[k];
-        write_all(rep->head, rep->n_head);
-        for (int i = 0; i < rep->n; i++) {
-            const hb_line *l = &rep->line[i];
-            const char *st = !l->pid                                         ? "(remote)"
-                             : kill(l->pid, 0) != 0 && errno == ESRCH ? "is GONE (its process no longer exists)"
-                                                                             : "is alive";
-            write_all(l->pre, l->n_pre);
-            write_all(st, (int)strlen(st));
-            write_all(l->post, l->n_post);
-        }
+        emit_report(g_rep[k], g_rep[k]->head, g_rep[k]->n_head);
     }
     g_term = 1;
     if (g_wake[1] >= 0) {
@@ -181,13 +200,37 @@ static void prepare_report(struct cl_hb *hb) {
 }
 
 /* Rank 0 after SIGTERM: the handler wrote the report (or, before the
- * first one was ready, we write it now); then we go. */
+ * first one was ready, we write it now); then we go, after a moment for
+ * the launcher to read it (it kills us soon anyway). */
 static void __attribute__((noreturn)) report_termination(struct cl_hb *hb) {
     if (!g_reported) {
         prepare_report(hb);
         on_sigterm(SIGTERM);
     }
+    struct timespec ts = {0, 200000000L};
+    nanosleep(&ts, NULL);
     _exit(1);
+}
+
+/* Rank 0, every beat: a rank on this host whose process no longer exists
+ * (crashed, killed) ends the job now, with the report, without waiting for
+ * the launcher: mpirun's SIGTERM comes a second later and its SIGKILL so
+ * soon after that the handler may never run. */
+static void check_gone(struct cl_hb *hb) {
+    const hb_report *ready = g_rep[g_rep_ready];
+    int dead = -1;
+    for (int i = 0; i < ready->n && dead < 0; i++)
+        if (ready->line[i].pid && kill(ready->line[i].pid, 0) != 0 && errno == ESRCH) dead = i + 1;
+    if (dead < 0 || g_reported) return;
+    g_reported = 1;
+    char head[HB_DOING + 96];
+    pthread_mutex_lock(&hb->mu);
+    int n = clamp_len(snprintf(head, sizeof head, "moe: rank 0: the process of rank %d is gone (rank 0 was: %s). "
+                                                  "Aborting the job.\n", dead, hb->doing),
+                      sizeof head);
+    pthread_mutex_unlock(&hb->mu);
+    emit_report(g_rep[g_rep_ready], head, n);
+    MPI_Abort(MPI_COMM_WORLD, 3);
 }
 
 static void *hb_main(void *arg) {
@@ -199,7 +242,10 @@ static void *hb_main(void *arg) {
         if (stop) break;
         double now = cl_now();
         hb_recv(hb, now);
-        if (hb->rank == 0 && g_rep[0]) prepare_report(hb);
+        if (hb->rank == 0 && g_rep[0]) {
+            prepare_report(hb);
+            check_gone(hb);
+        }
         if (hb->rank == 0)
             for (int r = 1; r < hb->size; r++) hb_send(hb, r);
         else
@@ -258,8 +304,12 @@ bool cl_hb_start(cl_rank *c, char *err, size_t errlen) {
     if (c->rank == 0 && !g_rep[0]) {
         for (int k = 0; k < 2; k++) {
             g_rep[k] = calloc(1, sizeof *g_rep[k]);
-            if (g_rep[k]) g_rep[k]->line = calloc((size_t)(c->size > 1 ? c->size - 1 : 1), sizeof *g_rep[k]->line);
-            if (!g_rep[k] || !g_rep[k]->line) {
+            if (g_rep[k]) {
+                g_rep[k]->line = calloc((size_t)(c->size > 1 ? c->size - 1 : 1), sizeof *g_rep[k]->line);
+                g_rep[k]->cap_out = (int)(sizeof g_rep[k]->head + (size_t)c->size * (sizeof(hb_line) + 64));
+                g_rep[k]->out = malloc((size_t)g_rep[k]->cap_out);
+            }
+            if (!g_rep[k] || !g_rep[k]->line || !g_rep[k]->out) {
                 snprintf(err, errlen, "cannot set up heartbeats");
                 return false;
             }
@@ -303,7 +353,7 @@ void cl_hb_stop(cl_rank *c) {
     c->hb = NULL;
     g_rep_ready = -1; /* no report from here on: nobody is watching any more */
     for (int k = 0; k < 2; k++) {
-        if (g_rep[k]) free(g_rep[k]->line);
+        if (g_rep[k]) free(g_rep[k]->line), free(g_rep[k]->out);
         free(g_rep[k]);
         g_rep[k] = NULL;
     }
