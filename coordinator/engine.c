@@ -77,32 +77,40 @@ void engine_reset(engine *e, int seq) {
     e->held[seq] = 0;
 }
 
-/* Checks every request of a batch (the same rules in the cluster, where
- * engine_mpi.c repeats them against its own limits). */
-static bool check_reqs(engine *e, int n_req, const engine_req *r, char *err, size_t errlen) {
-    const int V = e->model->hp.n_vocab;
+/* The rules every batch obeys, in one process or in the cluster: known
+ * sequence ids, each at most once, tokens inside the vocabulary, each
+ * request continuing its sequence where its cache ends, room left. */
+bool engine_check_reqs(int n_req, const engine_req *r, int max_seq, int n_vocab, int n_ctx, const int *held,
+                       char *err, size_t errlen) {
     if (n_req <= 0) return snprintf(err, errlen, "empty batch"), false;
     for (int i = 0; i < n_req; i++) {
         const int s = r[i].seq;
-        if (s < 0 || s >= ENGINE_MAX_SEQ)
-            return snprintf(err, errlen, "sequence id %d out of range [0, %d)", s, ENGINE_MAX_SEQ), false;
+        if (s < 0 || s >= max_seq)
+            return snprintf(err, errlen, "sequence id %d out of range [0, %d)", s, max_seq), false;
         for (int j = 0; j < i; j++)
             if (r[j].seq == s) return snprintf(err, errlen, "sequence %d appears twice in one batch", s), false;
         if (r[i].n <= 0 || !r[i].tokens) return snprintf(err, errlen, "sequence %d: no tokens", s), false;
         for (int t = 0; t < r[i].n; t++)
-            if (r[i].tokens[t] < 0 || r[i].tokens[t] >= V)
+            if (r[i].tokens[t] < 0 || r[i].tokens[t] >= n_vocab)
                 return snprintf(err, errlen, "token id %d at index %d is outside the vocabulary [0, %d)",
-                                r[i].tokens[t], t, V),
+                                r[i].tokens[t], t, n_vocab),
                        false;
-        if (r[i].pos0 < 0 || r[i].pos0 > e->held[s])
-            return snprintf(err, errlen, "sequence %d holds %d positions, cannot continue at %d", s, e->held[s],
+        if (r[i].pos0 < 0 || r[i].pos0 > held[s])
+            return snprintf(err, errlen, "sequence %d holds %d positions, cannot continue at %d", s, held[s],
                             r[i].pos0),
                    false;
-        if (r[i].n > e->n_ctx - r[i].pos0)
+        if (r[i].n > n_ctx - r[i].pos0)
             return snprintf(err, errlen, "context full: %d positions requested, the cache holds %d",
-                            r[i].pos0 + r[i].n, e->n_ctx),
+                            r[i].pos0 + r[i].n, n_ctx),
                    false;
     }
+    return true;
+}
+
+/* Checks a batch and creates the caches of sequences seen first. */
+static bool check_reqs(engine *e, int n_req, const engine_req *r, char *err, size_t errlen) {
+    if (!engine_check_reqs(n_req, r, ENGINE_MAX_SEQ, e->model->hp.n_vocab, e->n_ctx, e->held, err, errlen))
+        return false;
     for (int i = 0; i < n_req; i++) {
         const int s = r[i].seq;
         if (!e->seq[s] && !(e->seq[s] = moe_kvcache_new(&e->model->hp, 0, e->model->hp.n_layer, e->n_ctx)))

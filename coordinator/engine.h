@@ -65,4 +65,10 @@ bool engine_forward_batch(engine *e, int n_req, const engine_req *reqs, char *er
 /* Forgets the cached positions of a sequence. */
 void engine_reset(engine *e, int seq);
 
+/* Validates a batch against a sequence limit, the vocabulary, the context
+ * size and the positions each sequence's cache holds (held[max_seq]);
+ * shared by the single-process and cluster engines. */
+bool engine_check_reqs(int n_req, const engine_req *r, int max_seq, int n_vocab, int n_ctx, const int *held,
+                       char *err, size_t errlen);
+
 #endif

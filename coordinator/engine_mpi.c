@@ -273,31 +273,7 @@ static int microbatch_rows(int n, int n_stages) {
 }
 
 static bool check_reqs(engine_mpi *e, int n_req, const engine_req *r, char *err, size_t errlen) {
-    const cl_rank *c = &e->c;
-    const int V = c->model->hp.n_vocab;
-    if (n_req <= 0) return snprintf(err, errlen, "empty batch"), false;
-    for (int i = 0; i < n_req; i++) {
-        const int s = r[i].seq;
-        if (s < 0 || s >= CL_MAX_SEQ)
-            return snprintf(err, errlen, "sequence id %d out of range [0, %d)", s, CL_MAX_SEQ), false;
-        for (int j = 0; j < i; j++)
-            if (r[j].seq == s) return snprintf(err, errlen, "sequence %d appears twice in one batch", s), false;
-        if (r[i].n <= 0 || !r[i].tokens) return snprintf(err, errlen, "sequence %d: no tokens", s), false;
-        for (int t = 0; t < r[i].n; t++)
-            if (r[i].tokens[t] < 0 || r[i].tokens[t] >= V)
-                return snprintf(err, errlen, "token id %d at index %d is outside the vocabulary [0, %d)",
-                                r[i].tokens[t], t, V),
-                       false;
-        if (r[i].pos0 < 0 || r[i].pos0 > e->held[s])
-            return snprintf(err, errlen, "sequence %d holds %d positions, cannot continue at %d", s, e->held[s],
-                            r[i].pos0),
-                   false;
-        if (r[i].n > c->n_ctx - r[i].pos0)
-            return snprintf(err, errlen, "context full: %d positions requested, the cache holds %d",
-                            r[i].pos0 + r[i].n, c->n_ctx),
-                   false;
-    }
-    return true;
+    return engine_check_reqs(n_req, r, CL_MAX_SEQ, e->c.model->hp.n_vocab, e->c.n_ctx, e->held, err, errlen);
 }
 
 /* Output head of request i, as one process computes it. */
