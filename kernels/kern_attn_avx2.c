@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "kern_impl.h"
+#include "kern_simd.h"
 
-#define INLINE static inline __attribute__((always_inline))
 
 /* 2^k for integer lanes k in [-126, 127], as floats */
 INLINE __m256 pow2i(__m256i k) {

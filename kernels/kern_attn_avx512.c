@@ -17,8 +17,8 @@
 #include <string.h>
 
 #include "kern_impl.h"
+#include "kern_simd.h"
 
-#define INLINE static inline __attribute__((always_inline))
 
 /* ggml_v_expf of the AVX-512 build (lo_v_expf is its scalar spelling). */
 INLINE __m512 v_expf(__m512 x) {

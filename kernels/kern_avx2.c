@@ -14,8 +14,8 @@
 #include <string.h>
 
 #include "kern_impl.h"
+#include "kern_simd.h"
 
-#define INLINE static inline __attribute__((always_inline))
 #define TCHUNK 64
 
 static const int32_t k_row8[8] = {0, 2, 4, 6, 1, 3, 5, 7};    /* lane -> row */

@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "kern_impl.h"
+#include "kern_simd.h"
 
-#define INLINE static inline __attribute__((always_inline))
 #define TCHUNK 64 /* tokens whose accumulators live on the stack at once */
 
 /* ------------------------------------------------------------------ */
@@ -67,38 +67,6 @@ INLINE __m512i gather32(const uint8_t *const rp[16], __m512i gidx, size_t off) {
 /* 16 halves (low 16 bits of each lane) to floats. */
 INLINE __m512 half_lo(__m512i v) {
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
-}
-
-/* Software prefetch.  A group of rows is one contiguous byte range; rows
- * are short (1-4 KB), so the hardware prefetchers keep restarting.  While
- * a group is computed, the bytes of a group PF_AHEAD bytes further are
- * requested, spread evenly over the group's blocks. */
-#define PF_AHEAD 8192
-
-typedef struct pf_stream {
-    const uint8_t *next; /* next byte to request */
-    const uint8_t *end;  /* end of the matrix: nothing past it */
-    size_t step;         /* bytes to request per block */
-} pf_stream;
-
-/* A stream for a group of `bytes` bytes at `start`, done in nb steps. */
-INLINE pf_stream pf_start(const kern_job *j, const uint8_t *start, size_t bytes, int nb) {
-    size_t ahead = bytes > PF_AHEAD ? bytes : PF_AHEAD;
-    pf_stream p = {start + ahead, j->W + (size_t)j->rows * j->wstride, (bytes + (size_t)nb - 1) / (size_t)nb};
-    return p;
-}
-
-INLINE void pf_step(pf_stream *p) {
-    const uint8_t *stop = p->next + p->step < p->end ? p->next + p->step : p->end;
-    for (; p->next < stop; p->next += 64) _mm_prefetch((const char *)p->next, _MM_HINT_T0);
-}
-
-/* The same into L2 only: a 16-row group is read 16 lines at a time across
- * its rows, so prefetching a whole group ahead into L1 would evict lines
- * still in use; the L1 prefetchers bring them the last step. */
-INLINE void pf_step_l2(pf_stream *p) {
-    const uint8_t *stop = p->next + p->step < p->end ? p->next + p->step : p->end;
-    for (; p->next < stop; p->next += 64) _mm_prefetch((const char *)p->next, _MM_HINT_T1);
 }
 
 /* ------------------------------------------------------------------ */

@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "kern_impl.h"
+#include "kern_simd.h"
 
-#define INLINE static inline __attribute__((always_inline))
 
 INLINE float half2f(const uint8_t *p) {
     uint16_t h;
@@ -43,21 +43,6 @@ INLINE __m256i dot4(__m256i w, __m256i a) {
 }
 INLINE __m256i dot4s(__m256i w, __m256i a, __m256i scale_pairs) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), scale_pairs);
-}
-
-#define PF_AHEAD 8192
-typedef struct pf_stream {
-    const uint8_t *next, *end; /* next byte to request; end of the matrix */
-    size_t step;               /* bytes per step */
-} pf_stream;
-INLINE pf_stream pf_start(const kern_job *j, const uint8_t *start, size_t bytes, int nsteps) {
-    size_t ahead = bytes > PF_AHEAD ? bytes : PF_AHEAD;
-    pf_stream p = {start + ahead, j->W + (size_t)j->rows * j->wstride, (bytes + (size_t)nsteps - 1) / (size_t)nsteps};
-    return p;
-}
-INLINE void pf_step(pf_stream *p) {
-    const uint8_t *stop = p->next + p->step < p->end ? p->next + p->step : p->end;
-    for (; p->next < stop; p->next += 64) _mm_prefetch((const char *)p->next, _MM_HINT_T0);
 }
 
 /* ------------------------------------------------------------------ */

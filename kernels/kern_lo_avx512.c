@@ -21,8 +21,8 @@
 #include <string.h>
 
 #include "kern_impl.h"
+#include "kern_simd.h"
 
-#define INLINE static inline __attribute__((always_inline))
 
 /* ---- small helpers ---- */
 
@@ -42,22 +42,6 @@ INLINE float hsum8(__m256 v) {
 /* lo_reduce16 = _mm512_reduce_add_ps: 256-bit halves, then hsum8. */
 INLINE float reduce16(__m512 v) {
     return hsum8(_mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v)));
-}
-
-/* Software prefetch of the next rows (see kern_avx512.c). */
-#define PF_AHEAD 8192
-typedef struct pf_stream {
-    const uint8_t *next, *end; /* next byte to request; end of the matrix */
-    size_t step;               /* bytes per step */
-} pf_stream;
-INLINE pf_stream pf_start(const kern_job *j, const uint8_t *start, size_t bytes, int nsteps) {
-    size_t ahead = bytes > PF_AHEAD ? bytes : PF_AHEAD;
-    pf_stream p = {start + ahead, j->W + (size_t)j->rows * j->wstride, (bytes + (size_t)nsteps - 1) / (size_t)nsteps};
-    return p;
-}
-INLINE void pf_step(pf_stream *p) {
-    const uint8_t *stop = p->next + p->step < p->end ? p->next + p->step : p->end;
-    for (; p->next < stop; p->next += 64) _mm_prefetch((const char *)p->next, _MM_HINT_T0);
 }
 
 /* ------------------------------------------------------------------ */
