@@ -18,19 +18,28 @@
 
 /* ---- scale searches ---- */
 
+/* The value of x[0..n) with the largest magnitude (the first one on ties),
+ * and that magnitude in *amax; 0 and 0 for an all-zero x. */
+static float signed_absmax(const float *x, int n, float *amax) {
+    float max = 0, a = 0;
+    for (int i = 0; i < n; i++) {
+        float ax = fabsf(x[i]);
+        if (ax > a) {
+            a = ax;
+            max = x[i];
+        }
+    }
+    *amax = a;
+    return max;
+}
+
 /* Symmetric n-level fit: q in [-nmax, nmax-1] and scale minimizing the
  * squared error weighted by x^2, trying 19 candidate scales around
  * nmax/amax.  L receives q + nmax.  (make_qx_quants with rmse_type 1 and
  * no importance weights, the only form the reference quantizers use.) */
 static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
@@ -77,14 +86,8 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
  * x^2-weighted fit.  L receives q + nmax, except for an all-zero group
  * where it is left 0 (as in llama.cpp). */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
@@ -784,14 +787,8 @@ void qref_from_float_q8_K(const float *src, void *dst, int64_t n) {
     block_q8_K *y = dst;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float *x = src + i * QK_K;
-        float max = 0, amax = 0;
-        for (int j = 0; j < QK_K; j++) {
-            float ax = fabsf(x[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
+        float amax;
+        const float max = signed_absmax(x, QK_K, &amax);
         if (!amax) {
             memset(&y[i], 0, sizeof y[i]);
             continue;
