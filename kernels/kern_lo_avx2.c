@@ -8,7 +8,9 @@
  * |w| * sign(a, w) instead (exact unless an activation is -128, which the
  * Q8_0 quantizer only produces for NaN inputs).  Integer lanes are exact
  * either way, so the float sequence, and the bits, are those of
- * llama.cpp's AVX-512 build.  BF16 (VDPBF16PS) is left to lo_matmul. */
+ * llama.cpp's AVX-512 build.  BF16's VDPBF16PS is emulated as
+ * llama_order.c does (flushes, separate multiply and add); Q2_K / Q3_K
+ * follow quant.h's scalar vec_dot, as lo_matmul does for them. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -187,8 +189,8 @@ enum { K_Q4, K_Q5, K_Q6 };
 
 typedef struct kb {
     __m256i W[8];    /* u8 quants of 32-value group g, natural order */
-    __m256i S[8];    /* Q6_K: (scale, scale) int16 pair of each lane's 16 values */
-    __m256i sc16;    /* Q6_K: the 16 scales, int16 */
+    __m256i S[8];    /* Q6_K/Q3_K/Q2_K: (scale, scale) int16 pair of each lane's 16 values */
+    __m256i sc16;    /* Q6_K/Q3_K: the 16 scales, Q2_K: the 16 mins, int16 (madd with the bsums) */
     int32_t sc[8];   /* Q4_K/Q5_K: (scale, scale) pair of group g */
     __m128i mn;      /* Q4_K/Q5_K: the 8 mins, int16 */
     float d, dmin;
@@ -230,6 +232,20 @@ INLINE void unpack_q45(const uint8_t *x, kb *k, int q5) {
 static const int32_t k_pair_idx[4][8] = {
     {0, 0, 0, 0, 1, 1, 1, 1}, {2, 2, 2, 2, 3, 3, 3, 3}, {4, 4, 4, 4, 5, 5, 5, 5}, {6, 6, 6, 6, 7, 7, 7, 7}};
 
+/* S[g] of the types with 16-value scales, from the 16 scales as int32
+ * (lo: scales 0-7, hi: 8-15): lanes 0-3 of group g (values 0-15) get
+ * scale 2g, lanes 4-7 scale 2g + 1, each as an int16 pair for vpmaddwd. */
+INLINE void pair_scales(__m256i lo, __m256i hi, __m256i S[8]) {
+    const __m256i plo = _mm256_or_si256(_mm256_and_si256(lo, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(lo, 16));
+    const __m256i phi = _mm256_or_si256(_mm256_and_si256(hi, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(hi, 16));
+    #pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        const __m256i idx = _mm256_loadu_si256((const __m256i *)k_pair_idx[g]);
+        S[g] = _mm256_permutevar8x32_epi32(plo, idx);
+        S[4 + g] = _mm256_permutevar8x32_epi32(phi, idx);
+    }
+}
+
 INLINE void unpack_q6(const uint8_t *x, kb *k) {
     const __m256i m = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     #pragma GCC unroll 2
@@ -244,16 +260,7 @@ INLINE void unpack_q6(const uint8_t *x, kb *k) {
                                           _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
     }
     const __m128i s8 = _mm_loadu_si128((const __m128i *)(x + 192));
-    const __m256i lo = _mm256_cvtepi8_epi32(s8), hi = _mm256_cvtepi8_epi32(_mm_srli_si128(s8, 8));
-    /* (scale, scale) int16 pairs */
-    const __m256i plo = _mm256_or_si256(_mm256_and_si256(lo, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(lo, 16));
-    const __m256i phi = _mm256_or_si256(_mm256_and_si256(hi, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(hi, 16));
-    #pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-        const __m256i idx = _mm256_loadu_si256((const __m256i *)k_pair_idx[g]);
-        k->S[g] = _mm256_permutevar8x32_epi32(plo, idx);
-        k->S[4 + g] = _mm256_permutevar8x32_epi32(phi, idx);
-    }
+    pair_scales(_mm256_cvtepi8_epi32(s8), _mm256_cvtepi8_epi32(_mm_srli_si128(s8, 8)), k->S);
     k->sc16 = _mm256_cvtepi8_epi16(s8);
     k->d = half2f(x + 208);
 }
@@ -271,6 +278,15 @@ INLINE __m256i lanes45(const kb *k, const alk *a) {
     return _mm256_add_epi32(I0, I1);
 }
 
+/* The 8 scaled lanes of a super-block with 16-value scales (exact). */
+INLINE __m256i lanes16(const kb *k, const alk *a) {
+    __m256i I = _mm256_setzero_si256();
+    #pragma GCC unroll 8
+    for (int g = 0; g < 8; g++)
+        I = _mm256_add_epi32(I, dot4s(k->W[g], _mm256_loadu_si256((const __m256i *)(a->q + 32 * g)), k->S[g]));
+    return I;
+}
+
 typedef struct kacc {
     __m256 v; /* VEC: the 8 lanes */
     __m128 m; /* VEC Q4_K: the 4 min lanes; Q5_K: lane 0 = summs;
@@ -279,10 +295,7 @@ typedef struct kacc {
 
 INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
     if (kind == K_Q6) {
-        __m256i I = _mm256_setzero_si256();
-        #pragma GCC unroll 8
-        for (int g = 0; g < 8; g++)
-            I = _mm256_add_epi32(I, dot4s(k->W[g], _mm256_loadu_si256((const __m256i *)(a->q + 32 * g)), k->S[g]));
+        __m256i I = lanes16(k, a);
         const __m256i off = _mm256_madd_epi16(k->sc16, _mm256_loadu_si256((const __m256i *)a->s16));
         I = _mm256_sub_epi32(I, _mm256_slli_epi32(off, 5));
         s->v = _mm256_fmadd_ps(_mm256_set1_ps(a->d * k->d), _mm256_cvtepi32_ps(I), s->v);
@@ -378,6 +391,125 @@ TILE_DRIVER(mm_gemv_q4_K, KT, K_Q4, O_GEMV, 144)
 TILE_DRIVER(mm_gemm_q4_K, KT, K_Q4, O_GEMM, 144)
 TILE_DRIVER(mm_vec_q5_K, KT, K_Q5, O_VEC, 176)
 TILE_DRIVER(mm_vec_q6_K, KT, K_Q6, O_VEC, 210)
+
+/* ------------------------------------------------------------------ */
+/* Q2_K / Q3_K: quant.h's scalar vec_dot order (what lo_matmul runs)   */
+/* Per super-block an exact isum (and Q2_K's msum, the mins times the
+ * 16-value activation sums), then, every operation rounded:
+ *   Q2_K  sum += (da * d) * isum - (da * dmin) * msum
+ *   Q3_K  sum += (d * da) * isum
+ * Integer lanes are exact in any order, so only the float steps matter:
+ * they run in one xmm whose lane u is token u's sum (up to 4 tokens),
+ * each lane the scalar sequence.  Q3_K's quants are taken unsigned (low
+ * bits | high bit << 2, 0..7) and the -4 offset comes back as
+ * 4 * sum(scale * bsum), exactly the reference's isum. */
+
+INLINE void unpack_q2(const uint8_t *x, kb *k) {
+    const __m256i m3 = _mm256_set1_epi8(3), m0f = _mm256_set1_epi8(0x0F);
+    #pragma GCC unroll 2
+    for (int c = 0; c < 2; c++) { /* byte l of 32-byte half c: values 128c + 32s + l at bits 2s */
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(x + 16 + 32 * c));
+        k->W[4 * c] = _mm256_and_si256(q, m3);
+        k->W[4 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 2), m3);
+        k->W[4 * c + 2] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m3);
+        k->W[4 * c + 3] = _mm256_and_si256(_mm256_srli_epi16(q, 6), m3);
+    }
+    const __m128i s = _mm_loadu_si128((const __m128i *)x); /* scale | min << 4 */
+    const __m128i sc = _mm_and_si128(s, _mm256_castsi256_si128(m0f));
+    pair_scales(_mm256_cvtepu8_epi32(sc), _mm256_cvtepu8_epi32(_mm_srli_si128(sc, 8)), k->S);
+    k->sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), _mm256_castsi256_si128(m0f)));
+    k->d = half2f(x + 80);
+    k->dmin = half2f(x + 82);
+}
+
+INLINE void unpack_q3(const uint8_t *x, kb *k) {
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+    const __m256i hm = _mm256_loadu_si256((const __m256i *)x); /* bit g of hmask[l]: value 32g + l */
+    #pragma GCC unroll 2
+    for (int c = 0; c < 2; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(x + 32 + 32 * c));
+        #pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            const int g = 4 * c + s;
+            /* bit g of each byte to bit 2 (16-bit shifts: bit 2 still comes from its own byte) */
+            const __m256i h = g < 2 ? _mm256_slli_epi16(hm, 2 - g) : g == 2 ? hm : _mm256_srli_epi16(hm, g - 2);
+            const __m256i lo = s == 0 ? _mm256_and_si256(q, m3) : _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
+            k->W[g] = _mm256_or_si256(lo, _mm256_and_si256(h, m4));
+        }
+    }
+    /* 16 6-bit scales: low 4 bits from bytes 96..103 (nibbles), high 2
+     * bits from bytes 104..107, minus 32 */
+    uint32_t a0, a1, t;
+    memcpy(&a0, x + 96, 4);
+    memcpy(&a1, x + 100, 4);
+    memcpy(&t, x + 104, 4);
+    const uint32_t k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    __m128i sc = _mm_cvtsi32_si128((int)((a0 & k2) | ((t & k3) << 4)));
+    sc = _mm_insert_epi32(sc, (int)((a1 & k2) | (((t >> 2) & k3) << 4)), 1);
+    sc = _mm_insert_epi32(sc, (int)(((a0 >> 4) & k2) | (((t >> 4) & k3) << 4)), 2);
+    sc = _mm_insert_epi32(sc, (int)(((a1 >> 4) & k2) | (((t >> 6) & k3) << 4)), 3);
+    sc = _mm_sub_epi8(sc, _mm_set1_epi8(32));
+    pair_scales(_mm256_cvtepi8_epi32(sc), _mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)), k->S);
+    k->sc16 = _mm256_cvtepi8_epi16(sc);
+    k->d = half2f(x + 108);
+}
+
+/* The totals of four vectors of 8 int32 lanes, one per lane (exact). */
+INLINE __m128i hsum4x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    const __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+}
+
+/* R rows (1-2) x T tokens (1-4): every row's sums of the T tokens in one xmm. */
+INLINE void ref_tile(const kern_job *j, int q3, int wblk, int r, int tk, const int R, const int T) {
+    const int nb = j->cols / 256;
+    const uint8_t *row[2];
+    const alk *act[4];
+    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    for (int i = 0; i < R; i++) row[i] = j->W + (size_t)(r + i) * j->wstride;
+    for (int u = 0; u < T; u++) act[u] = (const alk *)(const void *)(j->A + (size_t)(tk + u) * j->astride);
+    pf_stream pf = pf_start(j, row[0], (size_t)R * j->wstride, nb);
+    for (int b = 0; b < nb; b++) {
+        pf_step(&pf);
+        float dav[4] = {0, 0, 0, 0};
+        for (int u = 0; u < T; u++) dav[u] = act[u][b].d;
+        const __m128 da = _mm_loadu_ps(dav);
+        #pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            kb k;
+            const uint8_t *x = row[i] + (size_t)b * wblk;
+            if (q3) unpack_q3(x, &k);
+            else unpack_q2(x, &k);
+            __m256i I[4], M[4];
+            #pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                I[u] = M[u] = _mm256_setzero_si256();
+                if (u >= T) continue;
+                const alk *a = act[u] + b;
+                I[u] = lanes16(&k, a);
+                M[u] = _mm256_madd_epi16(k.sc16, _mm256_loadu_si256((const __m256i *)a->s16));
+                if (q3) I[u] = _mm256_sub_epi32(I[u], _mm256_slli_epi32(M[u], 2));
+            }
+            const __m128 isum = _mm_cvtepi32_ps(hsum4x8(I[0], I[1], I[2], I[3]));
+            if (q3) {
+                acc[i] = _mm_add_ps(acc[i], _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(k.d), da), isum));
+            } else {
+                const __m128 msum = _mm_cvtepi32_ps(hsum4x8(M[0], M[1], M[2], M[3]));
+                const __m128 dall = _mm_mul_ps(da, _mm_set1_ps(k.d)), dmin = _mm_mul_ps(da, _mm_set1_ps(k.dmin));
+                acc[i] = _mm_add_ps(acc[i], _mm_sub_ps(_mm_mul_ps(dall, isum), _mm_mul_ps(dmin, msum)));
+            }
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        float y[4];
+        _mm_storeu_ps(y, acc[i]);
+        for (int u = 0; u < T; u++) j->Y[(size_t)(tk + u) * j->ystride + r + i] = y[u];
+    }
+}
+
+#define RT(j, q3, wblk, r, tk, R, T) ref_tile(j, q3, wblk, r, tk, R, T)
+TILE_DRIVER(mm_ref_q2_K, RT, 0, 84)
+TILE_DRIVER(mm_ref_q3_K, RT, 1, 110)
 
 /* ------------------------------------------------------------------ */
 /* F32 / F16: 16-lane accumulators as two ymm                          */
@@ -477,6 +609,154 @@ static void mm_tiny_f32(const kern_job *j, int r0, int r1) { ftiny_rows(F_F32, j
 static void mm_tiny_f16(const kern_job *j, int r0, int r1) { ftiny_rows(F_F16, j, r0, r1); }
 
 /* ------------------------------------------------------------------ */
+/* BF16: VDPBF16PS as llama_order.c emulates it                        */
+/* One dpbf16 lane l of a 32-value chunk takes values 2l and 2l + 1:
+ *   acc = ftz(acc + ftz(x[2l+1]) * ftz(y[2l+1]))
+ *   acc = ftz(acc + ftz(x[2l])   * ftz(y[2l]))
+ * ftz: |v| < 2^-126 becomes a zero of v's sign (DAZ on the inputs, FTZ on
+ * the sums); the products are rounded as IEEE floats (exact unless below
+ * the normal range) and not flushed.  The same multiplies, adds and flushes
+ * lane by lane give the same bits.  16 lanes are two ymm (lanes 0-7:
+ * values 0-15, lanes 8-15: values 16-31).  vec_dot: two accumulators, over
+ * the first and second 32 values of each 64-value step, each reduced and
+ * added in double, the tail in double; tinyBLAS: one accumulator over
+ * 32-value chunks.
+ * Activations are prepared once per product: each chunk's odd-position
+ * values (8 for lanes 0-7, 8 for lanes 8-15), then its even ones, widened
+ * and flushed; values past the chunks (vec_dot's tail) as plain floats. */
+
+/* ftz of 8 floats; NaN kept (it fails the scalar test |v| < 2^-126 too) */
+INLINE __m256 ftz8(__m256 v) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 keep = _mm256_cmp_ps(_mm256_andnot_ps(sign, v), _mm256_set1_ps(0x1p-126f), _CMP_NLT_UQ);
+    return _mm256_and_ps(v, _mm256_or_ps(keep, sign));
+}
+
+/* 8 bf16 pairs (lane l: values 2l, 2l+1) -> flushed floats of each half.
+ * A bf16 is denormal exactly when its float is, so the 16 inputs are
+ * flushed as bf16 (exponent bits zero: keep only the sign), at once. */
+INLINE void bf_split(const uint8_t *p, __m256 *odd, __m256 *even) {
+    __m256i v = _mm256_loadu_si256((const __m256i *)p);
+    const __m256i den = _mm256_cmpeq_epi16(_mm256_and_si256(v, _mm256_set1_epi16(0x7F80)), _mm256_setzero_si256());
+    v = _mm256_andnot_si256(_mm256_and_si256(den, _mm256_set1_epi16(0x7FFF)), v);
+    *odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xFFFF0000u)));
+    *even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+INLINE float bf_scalar(const uint8_t *p, int i) {
+    uint16_t h;
+    memcpy(&h, p + 2 * (size_t)i, 2);
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Values [0, nchunked) in 32-value chunks (odd 0-7, odd 8-15, even 0-7,
+ * even 8-15), the rest as floats: cols floats in all. */
+static size_t abf_bytes(int cols) { return (size_t)cols * 4; }
+INLINE void abf_prep(const void *xq, int cols, void *dst, int nchunked) {
+    const uint8_t *x = xq;
+    float *o = dst;
+    int k = 0;
+    for (; k < nchunked; k += 32) {
+        __m256 od, ev;
+        #pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            bf_split(x + 2 * (size_t)(k + 16 * h), &od, &ev);
+            _mm256_storeu_ps(o + k + 8 * h, od);
+            _mm256_storeu_ps(o + k + 16 + 8 * h, ev);
+        }
+    }
+    for (; k < cols; k++) o[k] = bf_scalar(x, k);
+}
+static void abf_prep_vec(const void *xq, int cols, void *dst) { abf_prep(xq, cols, dst, cols & ~63); }
+static void abf_prep_tiny(const void *xq, int cols, void *dst) { abf_prep(xq, cols, dst, cols & ~31); }
+
+/* One lane-half of a dpbf16 step: a points at the chunk's odd values of
+ * these lanes; the even ones are 16 floats further. */
+INLINE __m256 dp8(__m256 acc, __m256 wodd, __m256 weven, const float *a) {
+    acc = ftz8(_mm256_add_ps(acc, _mm256_mul_ps(wodd, _mm256_loadu_ps(a))));
+    return ftz8(_mm256_add_ps(acc, _mm256_mul_ps(weven, _mm256_loadu_ps(a + 16))));
+}
+
+/* R rows (1-2) x T tokens (1-2); NA accumulators per output: 2 for
+ * vec_dot (first / second 32 values of each 64-value step), 1 for tinyBLAS. */
+INLINE void bf_tile(const kern_job *j, int r, int t, const int NA, const int R, const int T) {
+    const int nck = NA == 2 ? j->cols & ~63 : j->cols & ~31; /* values in chunks */
+    __m256 acc[2][2][2][2]; /* [row][token][accumulator][lane half] */
+    const uint8_t *w[2];
+    const float *a[2];
+    for (int i = 0; i < R; i++) w[i] = j->W + (size_t)(r + i) * j->wstride;
+    for (int u = 0; u < T; u++) a[u] = (const float *)(const void *)(j->A + (size_t)(t + u) * j->astride);
+    for (int i = 0; i < R; i++)
+        for (int u = 0; u < T; u++)
+            for (int c = 0; c < NA; c++) acc[i][u][c][0] = acc[i][u][c][1] = _mm256_setzero_ps();
+    pf_stream pf = pf_start(j, w[0], (size_t)R * j->wstride, nck >= 32 ? nck / 32 : 1);
+    for (int k = 0; k < nck; k += 32 * NA) {
+        #pragma GCC unroll 2
+        for (int c = 0; c < NA; c++) {
+            pf_step(&pf);
+            const int kc = k + 32 * c;
+            #pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m256 wo[2], we[2];
+                #pragma GCC unroll 2
+                for (int i = 0; i < R; i++) bf_split(w[i] + 2 * (size_t)(kc + 16 * h), &wo[i], &we[i]);
+                #pragma GCC unroll 2
+                for (int u = 0; u < T; u++)
+                    #pragma GCC unroll 2
+                    for (int i = 0; i < R; i++) acc[i][u][c][h] = dp8(acc[i][u][c][h], wo[i], we[i], a[u] + kc + 8 * h);
+            }
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int u = 0; u < T; u++) {
+            float y;
+            if (NA == 1) {
+                y = reduce16((f16x){acc[i][u][0][0], acc[i][u][0][1]});
+            } else {
+                double sum = 0.0; /* 0.0 + -0.0 is +0.0, as in the scalar code */
+                sum += (double)reduce16((f16x){acc[i][u][0][0], acc[i][u][0][1]});
+                sum += (double)reduce16((f16x){acc[i][u][1][0], acc[i][u][1][1]});
+                for (int k = nck; k < j->cols; k++) sum += (double)(bf_scalar(w[i], k) * a[u][k]);
+                y = (float)sum;
+            }
+            j->Y[(size_t)(t + u) * j->ystride + r + i] = y;
+        }
+}
+
+/* decode (1 token): row pairs; batches: token pairs (fewer accumulators
+ * for vec_dot's two per output) */
+static void mm_vec_bf16(const kern_job *j, int r0, int r1) {
+    if (j->ntok == 1) {
+        int r = r0;
+        for (; r + 2 <= r1; r += 2) bf_tile(j, r, 0, 2, 2, 1);
+        if (r < r1) bf_tile(j, r, 0, 2, 1, 1);
+        return;
+    }
+    for (int r = r0; r < r1; r++) {
+        int t = 0;
+        for (; t + 2 <= j->ntok; t += 2) bf_tile(j, r, t, 2, 1, 2);
+        if (t < j->ntok) bf_tile(j, r, t, 2, 1, 1);
+    }
+}
+
+static void mm_tiny_bf16(const kern_job *j, int r0, int r1) {
+    int r = r0;
+    for (; r + 2 <= r1; r += 2) {
+        int t = 0;
+        for (; t + 2 <= j->ntok; t += 2) bf_tile(j, r, t, 1, 2, 2);
+        if (t < j->ntok) bf_tile(j, r, t, 1, 2, 1);
+    }
+    if (r < r1) {
+        int t = 0;
+        for (; t + 2 <= j->ntok; t += 2) bf_tile(j, r, t, 1, 1, 2);
+        if (t < j->ntok) bf_tile(j, r, t, 1, 1, 1);
+    }
+}
+
+/* ------------------------------------------------------------------ */
 
 static const kern_wops L_VEC_Q4_0 = {2, QT_Q8_0, al0_bytes, al0_prep4, mm_vec_q4_0};
 static const kern_wops L_VEC_Q5_0 = {2, QT_Q8_0, al0_bytes, al0_prep5, mm_vec_q5_0};
@@ -490,9 +770,20 @@ static const kern_wops L_VEC_F32 = {4, QT_F32, af32_bytes, NULL, mm_vec_f32};
 static const kern_wops L_VEC_F16 = {4, QT_F16, af16_bytes, NULL, mm_vec_f16};
 static const kern_wops L_TINY_F32 = {4, QT_F32, af32_bytes, NULL, mm_tiny_f32};
 static const kern_wops L_TINY_F16 = {4, QT_F16, af16_bytes, NULL, mm_tiny_f16};
+static const kern_wops L_VEC_BF16 = {2, QT_BF16, abf_bytes, abf_prep_vec, mm_vec_bf16};
+static const kern_wops L_TINY_BF16 = {2, QT_BF16, abf_bytes, abf_prep_tiny, mm_tiny_bf16};
+static const kern_wops L_REF_Q2_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_ref_q2_K};
+static const kern_wops L_REF_Q3_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_ref_q3_K};
 
 const kern_wops *kern_avx2_lo(int wtype, int kernel, int repacked) {
-    if (kernel == KERN_LO_TINY) return wtype == QT_F32 ? &L_TINY_F32 : wtype == QT_F16 ? &L_TINY_F16 : NULL;
+    if (kernel == KERN_LO_TINY) {
+        switch (wtype) {
+        case QT_F32: return &L_TINY_F32;
+        case QT_F16: return &L_TINY_F16;
+        case QT_BF16: return &L_TINY_BF16;
+        default: return NULL;
+        }
+    }
     if (repacked) {
         if (wtype == QT_Q4_0) return kern_avx2_wops(QT_Q4_0); /* exact per-block isum: the same order */
         if (wtype == QT_Q4_K) return kernel == KERN_LO_GEMM ? &L_GEMM_Q4_K : &L_GEMV_Q4_K;
@@ -506,8 +797,11 @@ const kern_wops *kern_avx2_lo(int wtype, int kernel, int repacked) {
     case QT_Q4_K: return &L_VEC_Q4_K;
     case QT_Q5_K: return &L_VEC_Q5_K;
     case QT_Q6_K: return &L_VEC_Q6_K;
+    case QT_Q2_K: return &L_REF_Q2_K; /* lo_matmul: the scalar reference's order */
+    case QT_Q3_K: return &L_REF_Q3_K;
     case QT_F32: return &L_VEC_F32;
     case QT_F16: return &L_VEC_F16;
+    case QT_BF16: return &L_VEC_BF16;
     default: return NULL;
     }
 }

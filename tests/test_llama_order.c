@@ -5,17 +5,26 @@
  *     how a multi-row batch is cut, for every weight type and layout;
  *   - lo_matmul_multi gives each product's lo_matmul bits (shared and
  *     indexed activation rows too);
+ *   - the SIMD kernels for BF16 (VDPBF16PS emulation), Q2_K and Q3_K
+ *     (the scalar reference order) give the scalar lo_matmul's bits on
+ *     every SIMD path this CPU runs (the AVX2 path too), on odd shapes,
+ *     1..9 and 40 tokens, denormal BF16 products; checked in a child
+ *     process whose path is scalar, so lo_matmul is the scalar code;
  *   - end to end: the fixture pairs whose every op is mirrored give
  *     llama.cpp's logits bit for bit (all but tiny-v3-f32-legacykvb, whose
  *     graph in llama.cpp decompresses kv_b instead of absorbing it). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "cli.h"
 #include "engine.h"
+#include "kernels.h"
 #include "llama_order.h"
 #include "quant.h"
 
@@ -162,6 +171,187 @@ static void test_matmul_multi(void) {
     free(w), free(x), free(xg);
 }
 
+/* ---- SIMD kernels vs the scalar order: BF16, Q2_K, Q3_K ---- */
+
+static uint32_t rnd(uint32_t *s) {
+    *s = *s * 1103515245u + 12345u;
+    return *s >> 8;
+}
+
+/* A bf16 value of magnitude class c: 0 around 1 (2^-3..2^3), 1 around
+ * 2^-64 (two of them multiply below the normal range), 2 either, 3 at
+ * the bottom of the range (half denormals, half 2^-126..2^-119), 4 huge
+ * (2^100..2^107: times class 3, denormal inputs weigh as much as normal
+ * ones unless flushed); a few denormals and signed zeros in every class. */
+static bf16_t rand_bf16(uint32_t *s, int c) {
+    const uint32_t u = rnd(s), sign = (u & 1) << 15, mant = (u >> 1) & 0x7F;
+    const int pick = (int)((u >> 8) % 100);
+    if (pick < 3 || (c == 3 && pick < 50)) return (bf16_t)(sign | (mant ? mant : 1)); /* denormal */
+    if (pick < 5) return (bf16_t)sign;                                                /* +-0 */
+    if (c == 2) c = (u >> 16) & 1;
+    static const int e0[5] = {124, 60, 0, 1, 227};
+    const int e = e0[c] + (int)((u >> 17) % 8);
+    return (bf16_t)(sign | (uint32_t)e << 7 | mant);
+}
+
+/* Weights of type t: BF16 from rand_bf16 (class r % 4); Q2_K / Q3_K
+ * rows alternately quantized from floats and random bytes (every scale
+ * and quant pattern) with a random finite d, dmin. */
+static void *make_rows(int t, int rows, int cols, uint32_t *s) {
+    const size_t rs = qtype_row_size(t, cols);
+    uint8_t *W = malloc(rs * (size_t)rows);
+    float *f = malloc(sizeof(float) * (size_t)cols);
+    for (int r = 0; r < rows; r++) {
+        uint8_t *row = W + rs * (size_t)r;
+        if (t == QT_BF16) {
+            for (int k = 0; k < cols; k++) {
+                const bf16_t b = rand_bf16(s, r % 4);
+                memcpy(row + 2 * (size_t)k, &b, 2);
+            }
+        } else if (r % 2 == 0) {
+            for (int k = 0; k < cols; k++) f[k] = ((float)(rnd(s) % 2001) / 1000.f - 1.f) * (float)(1 + r % 5);
+            qtype_quantize_weights(t, f, row, cols);
+        } else {
+            const size_t bs = (size_t)qtype_get(t)->type_size;
+            for (size_t i = 0; i < rs; i++) row[i] = (uint8_t)rnd(s);
+            for (size_t b = 0; b < rs / bs; b++) {
+                /* d (and Q2_K's dmin) last in the block: finite, either sign */
+                const int nd = t == QT_Q2_K ? 2 : 1;
+                for (int i = 0; i < nd; i++) {
+                    const fp16_t h = f32_to_fp16(((float)(rnd(s) % 2001) / 1000.f - 1.f) * 0.05f);
+                    memcpy(row + (b + 1) * bs - 2 * (size_t)(nd - i), &h, 2);
+                }
+            }
+        }
+    }
+    free(f);
+    return W;
+}
+
+/* The kernel lo_matmul picks for an op (llama_order.c's kernel_of; none
+ * of these three types is repacked). */
+static enum lo_kernel kernel_for(enum lo_op op, int t, int rows, int cols) {
+    return op == LO_MUL_MAT_N && t == QT_BF16 && cols % 32 == 0 && rows % 4 == 0 ? LO_K_TINY : LO_K_VEC;
+}
+
+/* Hand-worked flushes: every value 2^-70, so each product is 2^-140,
+ * below the normal range.  In a dpbf16 step the sum 0 + 2^-140 flushes to
+ * 0 (64 values: all in steps, result 0); vec_dot's tail adds the product
+ * in double unflushed (65 values: 2^-140).  A denormal bf16 input times
+ * 2^60 is flushed to 0 in a step but counts in the tail. */
+static void test_bf16_flush(enum kern_path p, tpool *tp) {
+    bf16_t w[65], a[65];
+    const bf16_t tiny = (bf16_t)((127 - 70) << 7), den = 0x0040, big = (bf16_t)((127 + 60) << 7);
+    for (int i = 0; i < 65; i++) w[i] = a[i] = tiny;
+    float y = -1.f;
+    const bool ran64 = kern_matmul_llama_path(p, tp, LO_K_VEC, false, QT_BF16, w, 1, 64, a, 128, 1, &y);
+    CHECK(ran64 && y == 0.0f, "%s: BF16 64 x 2^-140 products: %d %g, expected 0", kern_path_name(p), ran64, y);
+    const bool ran65 = kern_matmul_llama_path(p, tp, LO_K_VEC, false, QT_BF16, w, 1, 65, a, 130, 1, &y);
+    CHECK(ran65 && y == 0x1p-140f, "%s: BF16 65 x 2^-140: %d %a, expected 0x1p-140", kern_path_name(p), ran65, y);
+    w[3] = w[64] = den, a[3] = a[64] = big; /* 2^-127 * 2^60 = 2^-67 */
+    const bool ranh = kern_matmul_llama_path(p, tp, LO_K_VEC, false, QT_BF16, w, 1, 65, a, 130, 1, &y);
+    CHECK(ranh && y == 0x1p-67f, "%s: BF16 denormal input: %d %a, expected 0x1p-67 (tail only)", kern_path_name(p),
+          ranh, y);
+}
+
+/* Bitwise lo_matmul (scalar here) on every supported SIMD path. */
+static void test_simd_vs_scalar(void) {
+    static const int types[] = {QT_BF16, QT_Q2_K, QT_Q3_K};
+    static const int rows_list[] = {1, 3, 17, 33, 36};
+    static const int kcols[] = {256, 512, 1024};
+    static const int bcols[] = {32, 33, 64, 96, 100, 129, 256, 288};
+    static const int ntoks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 40};
+    tpool *tp = tpool_create(2);
+    uint32_t seed = 4242;
+    for (int p = KERN_AVX2; p <= KERN_AVX512; p++) {
+        if (!kern_path_supported((enum kern_path)p)) {
+            /* a path the CPU lacks must decline, never run */
+            float y;
+            bf16_t z[32] = {0};
+            CHECK(!kern_matmul_llama_path((enum kern_path)p, tp, LO_K_VEC, false, QT_BF16, z, 1, 32, z, 64, 1, &y),
+                  "%s: unsupported path ran a kernel", kern_path_name((enum kern_path)p));
+            continue;
+        }
+        test_bf16_flush((enum kern_path)p, tp);
+    }
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const int t = types[ti];
+        const int *cl = t == QT_BF16 ? bcols : kcols;
+        const int ncl = t == QT_BF16 ? (int)(sizeof bcols / sizeof bcols[0]) : (int)(sizeof kcols / sizeof kcols[0]);
+        int cases[3] = {0}, bad[3] = {0}, declined[3] = {0};
+        for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
+            for (int ci = 0; ci < ncl; ci++) {
+                const int rows = rows_list[ri], cols = cl[ci], nmax = 40;
+                void *W = make_rows(t, rows, cols, &seed);
+                float *X = malloc(sizeof(float) * (size_t)cols * nmax);
+                for (int k = 0; k < cols * nmax; k++) {
+                    const int c = (k / cols) % 4 == 3 ? 4 : (k / cols) % 4; /* never huge x huge: no inf */
+                    if (t == QT_BF16) X[k] = bf16_to_f32(rand_bf16(&seed, c)); /* exact in bf16 */
+                    else X[k] = ((float)(rnd(&seed) % 2001) / 1000.f - 1.f) * (float)(1 + (k / cols) % 7);
+                }
+                const size_t as = kern_act_row_size(t, cols);
+                uint8_t *A = malloc(as * nmax);
+                for (int u = 0; u < nmax; u++) kern_quantize_act(t, X + (size_t)u * cols, A + as * (size_t)u, cols);
+                float *ref = malloc(sizeof(float) * (size_t)rows * nmax), *y = malloc(sizeof(float) * (size_t)rows * nmax);
+                for (size_t ni = 0; ni < sizeof ntoks / sizeof ntoks[0]; ni++)
+                    for (int op = LO_MUL_MAT_1; op <= LO_MUL_MAT_ID; op++) {
+                        const int n = ntoks[ni];
+                        if (op == LO_MUL_MAT_1 && n != 1) continue;
+                        if (op == LO_MUL_MAT_N && n == 1) continue;
+                        lo_matmul(NULL, (enum lo_op)op, false, t, W, rows, cols, X, n, ref);
+                        const enum lo_kernel k = kernel_for((enum lo_op)op, t, rows, cols);
+                        for (int p = KERN_AVX2; p <= KERN_AVX512; p++) {
+                            if (!kern_path_supported((enum kern_path)p)) continue;
+                            memset(y, 0xFF, sizeof(float) * (size_t)rows * n);
+                            if (!kern_matmul_llama_path((enum kern_path)p, tp, k, false, t, W, rows, cols, A, as, n, y)) {
+                                declined[p]++;
+                                continue;
+                            }
+                            cases[p]++;
+                            if (memcmp(ref, y, sizeof(float) * (size_t)rows * n)) {
+                                if (bad[p]++ < 3) {
+                                    size_t i = 0;
+                                    while (!memcmp(&ref[i], &y[i], 4)) i++;
+                                    fprintf(stderr, "  %s %s op %d %dx%d ntok %d: output %zu: %a vs %a\n",
+                                            kern_path_name((enum kern_path)p), qtype_name(t), op, rows, cols, n, i,
+                                            ref[i], y[i]);
+                                }
+                            }
+                        }
+                    }
+                free(W), free(X), free(A), free(ref), free(y);
+            }
+        for (int p = KERN_AVX2; p <= KERN_AVX512; p++) {
+            if (!kern_path_supported((enum kern_path)p)) continue;
+            const char *pn = kern_path_name((enum kern_path)p);
+            CHECK(declined[p] == 0, "%s: no %s kernel for %d products (lo_matmul's scalar code ran)", pn,
+                  qtype_name(t), declined[p]);
+            CHECK(cases[p] > 0 && bad[p] == 0, "%s %s: %d of %d products differ from lo_matmul", pn, qtype_name(t),
+                  bad[p], cases[p]);
+            printf("path %s: %s, %d products bitwise lo_matmul's\n", pn, qtype_name(t), cases[p] - bad[p]);
+        }
+    }
+    tpool_destroy(tp);
+}
+
+/* Runs this program again with MOE_KERNEL=scalar and --simd-vs-scalar;
+ * its exit status (0: all checks passed). */
+static int run_scalar_child(void) {
+    fflush(stdout);
+    fflush(stderr);
+    const pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        setenv("MOE_KERNEL", "scalar", 1);
+        char *args[] = {"test_llama_order", "--simd-vs-scalar", NULL};
+        execv("/proc/self/exe", args);
+        _exit(127);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
 /* Fixture pairs whose every op llama_order mirrors: logits bit for bit. */
 static void test_fixtures_bitexact(void) {
     static const char *models[] = {"tiny-v3-f32",  "tiny-v3-bf16",    "tiny-v3-f16",       "tiny-v3-Q8_0",
@@ -223,7 +413,14 @@ static void test_fixtures_bitexact(void) {
     CHECK(pairs == 24, "%d bit-exact pairs checked, expected 24", pairs);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--simd-vs-scalar")) { /* child of run_scalar_child */
+        CHECK(kern_get_path() == KERN_SCALAR, "--simd-vs-scalar needs MOE_KERNEL=scalar (lo_matmul must be scalar)");
+        test_simd_vs_scalar();
+        return check_summary("test_llama_order --simd-vs-scalar");
+    }
+    const int child = run_scalar_child();
+    CHECK(child == 0, "SIMD kernels vs scalar lo_matmul (child process): status %d", child);
     test_sums();
     test_expf();
     test_matmul_determinism();
