@@ -336,9 +336,9 @@ INLINE float kfinal(int kind, int order, const kacc *s) {
 
 INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int tk, const int R, const int T) {
     const int nb = j->cols / 256;
-    kacc s[2][4];
+    kacc s[2][8];
     const uint8_t *row[2];
-    const alk *act[4];
+    const alk *act[8];
     for (int i = 0; i < R; i++) {
         row[i] = j->W + (size_t)(r + i) * j->wstride;
         for (int u = 0; u < T; u++) {
@@ -356,7 +356,7 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
             const uint8_t *x = row[i] + (size_t)b * wblk;
             if (kind == K_Q6) unpack_q6(x, &k);
             else unpack_q45(x, &k, kind == K_Q5);
-            #pragma GCC unroll 4
+            #pragma GCC unroll 8
             for (int u = 0; u < T; u++) kblock(kind, order, &k, act[u] + b, &s[i][u]);
         }
     }
@@ -364,10 +364,33 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
         for (int u = 0; u < T; u++) j->Y[(size_t)(tk + u) * j->ystride + r + i] = kfinal(kind, order, &s[i][u]);
 }
 
-#define KT(j, kind, order, wblk, r, tk, R, T) k_tile(j, kind, order, wblk, r, tk, R, T)
-TILE_DRIVER(mm_vec_q4_K, KT, K_Q4, O_VEC, 144)
-TILE_DRIVER(mm_vec_q5_K, KT, K_Q5, O_VEC, 176)
-TILE_DRIVER(mm_vec_q6_K, KT, K_Q6, O_VEC, 210)
+/* K-quant rows: each pair of rows against every token, in tiles of up
+ * to 8 tokens, so a row's blocks are unpacked once per 8 tokens and come
+ * from L1 for the next tile (prefill experts see ~10-30 tokens). */
+#define KT_ROWS(j, kind, wblk, r, R)                                                   \
+    do {                                                                               \
+        int tk = 0;                                                                    \
+        for (; tk + 8 <= (j)->ntok; tk += 8) k_tile(j, kind, O_VEC, wblk, r, tk, R, 8); \
+        switch ((j)->ntok - tk) {                                                      \
+        case 7: k_tile(j, kind, O_VEC, wblk, r, tk, R, 7); break;                      \
+        case 6: k_tile(j, kind, O_VEC, wblk, r, tk, R, 6); break;                      \
+        case 5: k_tile(j, kind, O_VEC, wblk, r, tk, R, 5); break;                      \
+        case 4: k_tile(j, kind, O_VEC, wblk, r, tk, R, 4); break;                      \
+        case 3: k_tile(j, kind, O_VEC, wblk, r, tk, R, 3); break;                      \
+        case 2: k_tile(j, kind, O_VEC, wblk, r, tk, R, 2); break;                      \
+        case 1: k_tile(j, kind, O_VEC, wblk, r, tk, R, 1); break;                      \
+        default: break;                                                                \
+        }                                                                              \
+    } while (0)
+#define K_DRIVER(NAME, kind, wblk)                                    \
+    static void NAME(const kern_job *j, int r0, int r1) {             \
+        int r = r0;                                                   \
+        for (; r + 2 <= r1; r += 2) KT_ROWS(j, kind, wblk, r, 2);     \
+        if (r < r1) KT_ROWS(j, kind, wblk, r, 1);                     \
+    }
+K_DRIVER(mm_vec_q4_K, K_Q4, 144)
+K_DRIVER(mm_vec_q5_K, K_Q5, 176)
+K_DRIVER(mm_vec_q6_K, K_Q6, 210)
 
 /* ------------------------------------------------------------------ */
 /* Float types                                                         */

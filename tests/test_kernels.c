@@ -304,10 +304,13 @@ static void test_llama_order(enum kern_path p, tpool *tp1, tpool *tp2) {
         const int cols_list[3] = {blk == 1 ? 64 : blk * (blk == 256 ? 2 : 4), blk == 1 ? 200 : blk * (blk == 256 ? 3 : 7),
                                   blk == 1 ? 96 : blk};
         for (int ri = 0; ri < 3; ri++)
-            for (int ci = 0; ci < 3; ci++) {
-                const int rows = rows_list[ri], cols = cols_list[ci], ntok = 1 + 2 * ci + ri;
+            for (int ci = 0; ci < 6; ci++) {
+                /* ci >= 3: the same shapes with 9..45 tokens (whole 8-token
+                 * tiles plus every kind of remainder) */
+                const int rows = rows_list[ri], cols = cols_list[ci % 3];
+                const int ntok = ci < 3 ? 1 + 2 * ci + ri : 9 + 11 * (ci - 3) + 4 * ri;
                 prob pb;
-                prob_init(&pb, t, rows, cols, ntok, ri == 1, ci == 2);
+                prob_init(&pb, t, rows, cols, ntok, ri == 1, ci % 3 == 2);
                 float *ref = malloc(sizeof(float) * (size_t)rows * ntok), *y = malloc(sizeof(float) * (size_t)rows * ntok);
                 for (int op = 0; op < 3; op++)
                     for (int rep = 0; rep < 2; rep++) {
