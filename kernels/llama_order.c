@@ -450,6 +450,34 @@ static void lo_worker(void *arg, int ith, int nth) {
     }
 }
 
+/* Activation rows to quantize (kern_quantize_act: the from_float bytes,
+ * vectorised; test_kernels): row t of A from X row xrows[t] (or t). */
+typedef struct quant_rows {
+    int wtype, cols;    /* weight type (its vec_dot_type), values per row */
+    size_t as;          /* bytes of one quantized row */
+    int n;              /* rows */
+    const float *X;     /* activations, `cols` floats per row */
+    const int *xrows;   /* NULL: row t is X row t */
+    uint8_t *A;         /* n rows of `as` bytes */
+} quant_rows;
+
+static void quant_worker(void *arg, int ith, int nth) {
+    const quant_rows *q = arg;
+    const int t0 = (int)((int64_t)q->n * ith / nth), t1 = (int)((int64_t)q->n * (ith + 1) / nth);
+    for (int t = t0; t < t1; t++) {
+        const size_t row = q->xrows ? (size_t)q->xrows[t] : (size_t)t;
+        kern_quantize_act(q->wtype, q->X + row * (size_t)q->cols, q->A + (size_t)t * q->as, q->cols);
+    }
+}
+
+/* Each row is quantized on its own, so splitting the rows over the pool
+ * gives the same bytes; small batches (decode) stay on this thread, where
+ * a pool run would cost more than it saves. */
+static void quantize_rows(tpool *tp, const quant_rows *q) {
+    if (tp && tpool_size(tp) > 1 && (int64_t)q->n * q->cols >= 16384) tpool_run(tp, quant_worker, (void *)q);
+    else quant_worker((void *)q, 0, 1);
+}
+
 void lo_matmul(tpool *tp, enum lo_op op, bool repacked, int wtype, const void *W, int rows, int cols,
                const float *X, int ntok, float *Y) {
     const qtype_info *wi = qtype_get(wtype);
@@ -457,8 +485,8 @@ void lo_matmul(tpool *tp, enum lo_op op, bool repacked, int wtype, const void *W
     const size_t as = qtype_row_size(at, cols);
     uint8_t *A = malloc(as * (size_t)(ntok > 0 ? ntok : 1));
     if (!A) abort(); /* out of memory mid-step: nothing to recover */
-    /* kern_quantize_act: the from_float bytes, vectorised (test_kernels) */
-    for (int t = 0; t < ntok; t++) kern_quantize_act(wtype, X + (size_t)t * cols, A + (size_t)t * as, cols);
+    quant_rows qr = {.wtype = wtype, .cols = cols, .as = as, .n = ntok, .X = X, .xrows = NULL, .A = A};
+    quantize_rows(tp, &qr);
     const enum lo_kernel k = kernel_of(op, repacked, wtype, rows, cols);
     if (kern_matmul_llama(tp, k, repacked, wtype, W, rows, cols, A, as, ntok, Y)) {
         free(A);
@@ -473,7 +501,7 @@ void lo_matmul(tpool *tp, enum lo_op op, bool repacked, int wtype, const void *W
 /* Quantized activations of the products of one lo_matmul_multi call: a
  * product reading the same rows as an earlier one, with the same
  * activation type, shares its buffer. */
-static uint8_t **quantize_multi(const lo_mm *mm, int n, lo_mmq *q) {
+static uint8_t **quantize_multi(tpool *tp, const lo_mm *mm, int n, lo_mmq *q) {
     uint8_t **owned = calloc((size_t)n, sizeof *owned);
     if (!owned) abort();
     for (int i = 0; i < n; i++) {
@@ -489,10 +517,9 @@ static uint8_t **quantize_multi(const lo_mm *mm, int n, lo_mmq *q) {
         if (q[i].Aq || mm[i].ntok <= 0) continue;
         owned[i] = malloc(as * (size_t)mm[i].ntok);
         if (!owned[i]) abort(); /* out of memory mid-step: nothing to recover */
-        for (int t = 0; t < mm[i].ntok; t++) {
-            const size_t row = mm[i].xrows ? (size_t)mm[i].xrows[t] : (size_t)t;
-            kern_quantize_act(mm[i].wtype, mm[i].X + row * mm[i].cols, owned[i] + (size_t)t * as, mm[i].cols);
-        }
+        quant_rows qr = {.wtype = mm[i].wtype, .cols = mm[i].cols, .as = as, .n = mm[i].ntok, .X = mm[i].X,
+                         .xrows = mm[i].xrows, .A = owned[i]};
+        quantize_rows(tp, &qr);
         q[i].Aq = owned[i];
     }
     return owned;
@@ -502,7 +529,7 @@ void lo_matmul_multi(tpool *tp, const lo_mm *mm, int n) {
     if (n <= 0) return;
     lo_mmq *q = malloc(sizeof *q * (size_t)n);
     if (!q) abort();
-    uint8_t **owned = quantize_multi(mm, n, q);
+    uint8_t **owned = quantize_multi(tp, mm, n, q);
     if (!kern_matmul_llama_multi(tp, q, n)) {
         /* some product has no SIMD kernel: one run each, as lo_matmul */
         for (int i = 0; i < n; i++) {
