@@ -86,8 +86,9 @@ typedef struct wblk {
  * (llama.cpp's repacked Q4_K gemm; Q4_K slot order only). */
 enum { MODE_OFFSET = 0, MODE_MIN = 1, MODE_GEMM = 2, MODE_REF_OFFSET = 3, MODE_REF_MIN = 4 };
 /* MODE_REF_*: direct kernels only, the float steps of quant.h's scalar
- * vec_dot (what lo_matmul uses for Q2_K/Q3_K): sum += (d*da) * isum, or
- * sum += (d*da) * isum - (dmin*da) * msum, every operation rounded. */
+ * vec_dot (what lo_matmul uses for Q2_K): sum += (d*da) * isum, or
+ * sum += (d*da) * isum - (dmin*da) * msum, every operation rounded
+ * (REF_OFFSET, the first, served Q3_K and is unused now). */
 
 /* Activation layout of one block for the engine: float d at DOFF, NPAIR
  * int16 pairs of sub-block sums at SOFF, the int8 quants at QOFF. */
@@ -1251,8 +1252,9 @@ K_MM(q5_K, D_Q5_K, prep_q5_K, KQ5)
 K_MM(q6_K, D_Q6_K, prep_q6_K, KQ6)
 INT_MM(q4_K_gemm, D_Q4_K_GEMM, prep_q4_K)
 
-/* Q2_K / Q3_K in the order of quant.h's scalar vec_dot (lo_matmul uses it
- * for them): the direct kernels with MODE_REF_*, 2 tokens at a time. */
+/* Q2_K in the order of quant.h's scalar vec_dot (lo_matmul uses it for
+ * Q2_K): the direct kernels with MODE_REF_MIN, 2 tokens at a time.  (Q3_K
+ * follows llama.cpp's vec_dot lanes: kern_lo_avx512.c.) */
 INLINE void ref_k(const kern_job *j, int r0, int r1, int kind, int wblk) {
     for (int t0 = 0; t0 < j->ntok; t0 += 2) {
         kern_job s = *j;
@@ -1269,7 +1271,6 @@ INLINE void ref_k(const kern_job *j, int r0, int r1, int kind, int wblk) {
     }
 }
 static void mm_ref_q2_K(const kern_job *j, int r0, int r1) { ref_k(j, r0, r1, KQ2, 84); }
-static void mm_ref_q3_K(const kern_job *j, int r0, int r1) { ref_k(j, r0, r1, KQ3, 110); }
 
 /* ------------------------------------------------------------------ */
 /* Float weights: F32, F16 (activations widened to f32), BF16 (vdpbf16ps)
@@ -1371,10 +1372,7 @@ static const kern_wops W_Q4_K_GEMM = {16, QT_Q8_K, akq_bytes, akq_prep_k4, mm_q4
 const kern_wops *kern_avx512_q4k_gemm(void) { return &W_Q4_K_GEMM; }
 
 static const kern_wops W_Q2_K_REF = {2, QT_Q8_K, akq_bytes, akq_prep_nat, mm_ref_q2_K};
-static const kern_wops W_Q3_K_REF = {2, QT_Q8_K, akq_bytes, akq_prep_nat, mm_ref_q3_K};
-const kern_wops *kern_avx512_ref_k(int wtype) {
-    return wtype == QT_Q2_K ? &W_Q2_K_REF : wtype == QT_Q3_K ? &W_Q3_K_REF : NULL;
-}
+const kern_wops *kern_avx512_ref_k(int wtype) { return wtype == QT_Q2_K ? &W_Q2_K_REF : NULL; }
 
 const kern_wops *kern_avx512_wops(int wtype) {
     switch (wtype) {

@@ -9,8 +9,8 @@
  * Q8_0 quantizer only produces for NaN inputs).  Integer lanes are exact
  * either way, so the float sequence, and the bits, are those of
  * llama.cpp's AVX-512 build.  BF16's VDPBF16PS is emulated as
- * llama_order.c does (flushes, separate multiply and add); Q2_K / Q3_K
- * follow quant.h's scalar vec_dot, as lo_matmul does for them. */
+ * llama_order.c does (flushes, separate multiply and add); Q2_K
+ * follows quant.h's scalar vec_dot, as lo_matmul does for it. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -185,12 +185,12 @@ TILE_DRIVER(mm_vec_q8_0, VEC0, T_Q8_0, 34)
 /* K-quants                                                            */
 
 enum { O_VEC, O_GEMV, O_GEMM };
-enum { K_Q4, K_Q5, K_Q6 };
+enum { K_Q3, K_Q4, K_Q5, K_Q6 };
 
 typedef struct kb {
     __m256i W[8];    /* u8 quants of 32-value group g, natural order */
     __m256i S[8];    /* Q6_K/Q3_K/Q2_K: (scale, scale) int16 pair of each lane's 16 values */
-    __m256i sc16;    /* Q6_K/Q3_K: the 16 scales, Q2_K: the 16 mins, int16 (madd with the bsums) */
+    __m256i sc16;    /* Q6_K: the 16 scales, Q2_K: the 16 mins, int16 (madd with the bsums) */
     int32_t sc[8];   /* Q4_K/Q5_K: (scale, scale) pair of group g */
     __m128i mn;      /* Q4_K/Q5_K: the 8 mins, int16 */
     float d, dmin;
@@ -265,6 +265,41 @@ INLINE void unpack_q6(const uint8_t *x, kb *k) {
     k->d = half2f(x + 208);
 }
 
+/* Q3_K: hmask[32] (bit g of byte l: high bit of value 32g + l), qs[64]
+ * (byte l of half c: low 2 bits of values 128c + 32s + l at bits 2s),
+ * scales[12] (16 6-bit values, minus 32), d.  W holds q + 4 = low bits |
+ * high bit << 2 (0..7); the -4 comes back per lane in kblock. */
+INLINE void unpack_q3(const uint8_t *x, kb *k) {
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+    const __m256i hm = _mm256_loadu_si256((const __m256i *)x); /* bit g of hmask[l]: value 32g + l */
+    #pragma GCC unroll 2
+    for (int c = 0; c < 2; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(x + 32 + 32 * c));
+        #pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            const int g = 4 * c + s;
+            /* bit g of each byte to bit 2 (16-bit shifts: bit 2 still comes from its own byte) */
+            const __m256i h = g < 2 ? _mm256_slli_epi16(hm, 2 - g) : g == 2 ? hm : _mm256_srli_epi16(hm, g - 2);
+            const __m256i lo = s == 0 ? _mm256_and_si256(q, m3) : _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
+            k->W[g] = _mm256_or_si256(lo, _mm256_and_si256(h, m4));
+        }
+    }
+    /* 16 6-bit scales: low 4 bits from bytes 96..103 (nibbles), high 2
+     * bits from bytes 104..107, minus 32 */
+    uint32_t a0, a1, t;
+    memcpy(&a0, x + 96, 4);
+    memcpy(&a1, x + 100, 4);
+    memcpy(&t, x + 104, 4);
+    const uint32_t k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    __m128i sc = _mm_cvtsi32_si128((int)((a0 & k2) | ((t & k3) << 4)));
+    sc = _mm_insert_epi32(sc, (int)((a1 & k2) | (((t >> 2) & k3) << 4)), 1);
+    sc = _mm_insert_epi32(sc, (int)(((a0 >> 4) & k2) | (((t >> 4) & k3) << 4)), 2);
+    sc = _mm_insert_epi32(sc, (int)(((a1 >> 4) & k2) | (((t >> 6) & k3) << 4)), 3);
+    sc = _mm_sub_epi8(sc, _mm_set1_epi8(32));
+    pair_scales(_mm256_cvtepi8_epi32(sc), _mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)), k->S);
+    k->d = half2f(x + 108);
+}
+
 /* The 8 scaled lanes of a Q4_K/Q5_K super-block (exact). */
 INLINE __m256i lanes45(const kb *k, const alk *a) {
     __m256i I0 = _mm256_setzero_si256(), I1 = I0;
@@ -294,6 +329,21 @@ typedef struct kacc {
 } kacc;
 
 INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
+    if (kind == K_Q3) {
+        /* llama.cpp's own steps: 16-bit pair products of q + 4 minus those
+         * of 4 (|.| <= 2 * 4 * 128, no saturation), then vpmaddwd with the
+         * scale pairs: lane l = scale * its 4 signed products, exact */
+        const __m256i four = _mm256_set1_epi8(4);
+        __m256i I = _mm256_setzero_si256();
+        #pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(a->q + 32 * g));
+            const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(k->W[g], q), _mm256_maddubs_epi16(four, q));
+            I = _mm256_add_epi32(I, _mm256_madd_epi16(p, k->S[g]));
+        }
+        s->v = _mm256_fmadd_ps(_mm256_set1_ps(a->d * k->d), _mm256_cvtepi32_ps(I), s->v);
+        return;
+    }
     if (kind == K_Q6) {
         __m256i I = lanes16(k, a);
         const __m256i off = _mm256_madd_epi16(k->sc16, _mm256_loadu_si256((const __m256i *)a->s16));
@@ -345,7 +395,7 @@ INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
 }
 
 INLINE float kfinal(int kind, int order, const kacc *s) {
-    if (kind == K_Q6) return hsum8(s->v);
+    if (kind == K_Q6 || kind == K_Q3) return hsum8(s->v);
     if (order == O_VEC) {
         const float h = hsum8(s->v);
         if (kind == K_Q5) return h + _mm_cvtss_f32(s->m);
@@ -376,6 +426,7 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
             kb k;
             const uint8_t *x = row[i] + (size_t)b * wblk;
             if (kind == K_Q6) unpack_q6(x, &k);
+            else if (kind == K_Q3) unpack_q3(x, &k);
             else unpack_q45(x, &k, kind == K_Q5);
             #pragma GCC unroll 4
             for (int u = 0; u < T; u++) kblock(kind, order, &k, act[u] + b, &s[i][u]);
@@ -386,6 +437,7 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
 }
 
 #define KT(j, kind, order, wblk, r, tk, R, T) k_tile(j, kind, order, wblk, r, tk, R, T)
+TILE_DRIVER(mm_vec_q3_K, KT, K_Q3, O_VEC, 110)
 TILE_DRIVER(mm_vec_q4_K, KT, K_Q4, O_VEC, 144)
 TILE_DRIVER(mm_gemv_q4_K, KT, K_Q4, O_GEMV, 144)
 TILE_DRIVER(mm_gemm_q4_K, KT, K_Q4, O_GEMM, 144)
@@ -393,16 +445,13 @@ TILE_DRIVER(mm_vec_q5_K, KT, K_Q5, O_VEC, 176)
 TILE_DRIVER(mm_vec_q6_K, KT, K_Q6, O_VEC, 210)
 
 /* ------------------------------------------------------------------ */
-/* Q2_K / Q3_K: quant.h's scalar vec_dot order (what lo_matmul runs)   */
-/* Per super-block an exact isum (and Q2_K's msum, the mins times the
- * 16-value activation sums), then, every operation rounded:
- *   Q2_K  sum += (da * d) * isum - (da * dmin) * msum
- *   Q3_K  sum += (d * da) * isum
+/* Q2_K: quant.h's scalar vec_dot order (what lo_matmul runs)          */
+/* Per super-block an exact isum and msum (the mins times the 16-value
+ * activation sums), then, every operation rounded:
+ *   sum += (da * d) * isum - (da * dmin) * msum
  * Integer lanes are exact in any order, so only the float steps matter:
  * they run in one xmm whose lane u is token u's sum (up to 4 tokens),
- * each lane the scalar sequence.  Q3_K's quants are taken unsigned (low
- * bits | high bit << 2, 0..7) and the -4 offset comes back as
- * 4 * sum(scale * bsum), exactly the reference's isum. */
+ * each lane the scalar sequence. */
 
 INLINE void unpack_q2(const uint8_t *x, kb *k) {
     const __m256i m3 = _mm256_set1_epi8(3), m0f = _mm256_set1_epi8(0x0F);
@@ -422,38 +471,6 @@ INLINE void unpack_q2(const uint8_t *x, kb *k) {
     k->dmin = half2f(x + 82);
 }
 
-INLINE void unpack_q3(const uint8_t *x, kb *k) {
-    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
-    const __m256i hm = _mm256_loadu_si256((const __m256i *)x); /* bit g of hmask[l]: value 32g + l */
-    #pragma GCC unroll 2
-    for (int c = 0; c < 2; c++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(x + 32 + 32 * c));
-        #pragma GCC unroll 4
-        for (int s = 0; s < 4; s++) {
-            const int g = 4 * c + s;
-            /* bit g of each byte to bit 2 (16-bit shifts: bit 2 still comes from its own byte) */
-            const __m256i h = g < 2 ? _mm256_slli_epi16(hm, 2 - g) : g == 2 ? hm : _mm256_srli_epi16(hm, g - 2);
-            const __m256i lo = s == 0 ? _mm256_and_si256(q, m3) : _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
-            k->W[g] = _mm256_or_si256(lo, _mm256_and_si256(h, m4));
-        }
-    }
-    /* 16 6-bit scales: low 4 bits from bytes 96..103 (nibbles), high 2
-     * bits from bytes 104..107, minus 32 */
-    uint32_t a0, a1, t;
-    memcpy(&a0, x + 96, 4);
-    memcpy(&a1, x + 100, 4);
-    memcpy(&t, x + 104, 4);
-    const uint32_t k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    __m128i sc = _mm_cvtsi32_si128((int)((a0 & k2) | ((t & k3) << 4)));
-    sc = _mm_insert_epi32(sc, (int)((a1 & k2) | (((t >> 2) & k3) << 4)), 1);
-    sc = _mm_insert_epi32(sc, (int)(((a0 >> 4) & k2) | (((t >> 4) & k3) << 4)), 2);
-    sc = _mm_insert_epi32(sc, (int)(((a1 >> 4) & k2) | (((t >> 6) & k3) << 4)), 3);
-    sc = _mm_sub_epi8(sc, _mm_set1_epi8(32));
-    pair_scales(_mm256_cvtepi8_epi32(sc), _mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)), k->S);
-    k->sc16 = _mm256_cvtepi8_epi16(sc);
-    k->d = half2f(x + 108);
-}
-
 /* The totals of four vectors of 8 int32 lanes, one per lane (exact). */
 INLINE __m128i hsum4x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
     const __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
@@ -461,7 +478,7 @@ INLINE __m128i hsum4x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
 }
 
 /* R rows (1-2) x T tokens (1-4): every row's sums of the T tokens in one xmm. */
-INLINE void ref_tile(const kern_job *j, int q3, int wblk, int r, int tk, const int R, const int T) {
+INLINE void ref_tile(const kern_job *j, int wblk, int r, int tk, const int R, const int T) {
     const int nb = j->cols / 256;
     const uint8_t *row[2];
     const alk *act[4];
@@ -478,8 +495,7 @@ INLINE void ref_tile(const kern_job *j, int q3, int wblk, int r, int tk, const i
         for (int i = 0; i < R; i++) {
             kb k;
             const uint8_t *x = row[i] + (size_t)b * wblk;
-            if (q3) unpack_q3(x, &k);
-            else unpack_q2(x, &k);
+            unpack_q2(x, &k);
             __m256i I[4], M[4];
             #pragma GCC unroll 4
             for (int u = 0; u < 4; u++) {
@@ -488,16 +504,11 @@ INLINE void ref_tile(const kern_job *j, int q3, int wblk, int r, int tk, const i
                 const alk *a = act[u] + b;
                 I[u] = lanes16(&k, a);
                 M[u] = _mm256_madd_epi16(k.sc16, _mm256_loadu_si256((const __m256i *)a->s16));
-                if (q3) I[u] = _mm256_sub_epi32(I[u], _mm256_slli_epi32(M[u], 2));
             }
             const __m128 isum = _mm_cvtepi32_ps(hsum4x8(I[0], I[1], I[2], I[3]));
-            if (q3) {
-                acc[i] = _mm_add_ps(acc[i], _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(k.d), da), isum));
-            } else {
-                const __m128 msum = _mm_cvtepi32_ps(hsum4x8(M[0], M[1], M[2], M[3]));
-                const __m128 dall = _mm_mul_ps(da, _mm_set1_ps(k.d)), dmin = _mm_mul_ps(da, _mm_set1_ps(k.dmin));
-                acc[i] = _mm_add_ps(acc[i], _mm_sub_ps(_mm_mul_ps(dall, isum), _mm_mul_ps(dmin, msum)));
-            }
+            const __m128 msum = _mm_cvtepi32_ps(hsum4x8(M[0], M[1], M[2], M[3]));
+            const __m128 dall = _mm_mul_ps(da, _mm_set1_ps(k.d)), dmin = _mm_mul_ps(da, _mm_set1_ps(k.dmin));
+            acc[i] = _mm_add_ps(acc[i], _mm_sub_ps(_mm_mul_ps(dall, isum), _mm_mul_ps(dmin, msum)));
         }
     }
     for (int i = 0; i < R; i++) {
@@ -507,9 +518,8 @@ INLINE void ref_tile(const kern_job *j, int q3, int wblk, int r, int tk, const i
     }
 }
 
-#define RT(j, q3, wblk, r, tk, R, T) ref_tile(j, q3, wblk, r, tk, R, T)
-TILE_DRIVER(mm_ref_q2_K, RT, 0, 84)
-TILE_DRIVER(mm_ref_q3_K, RT, 1, 110)
+#define RT(j, wblk, r, tk, R, T) ref_tile(j, wblk, r, tk, R, T)
+TILE_DRIVER(mm_ref_q2_K, RT, 84)
 
 /* ------------------------------------------------------------------ */
 /* F32 / F16: 16-lane accumulators as two ymm                          */
@@ -761,6 +771,7 @@ static void mm_tiny_bf16(const kern_job *j, int r0, int r1) {
 static const kern_wops L_VEC_Q4_0 = {2, QT_Q8_0, al0_bytes, al0_prep4, mm_vec_q4_0};
 static const kern_wops L_VEC_Q5_0 = {2, QT_Q8_0, al0_bytes, al0_prep5, mm_vec_q5_0};
 static const kern_wops L_VEC_Q8_0 = {2, QT_Q8_0, al0_bytes, al0_prep8, mm_vec_q8_0};
+static const kern_wops L_VEC_Q3_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q3_K};
 static const kern_wops L_VEC_Q4_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q4_K};
 static const kern_wops L_GEMV_Q4_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_gemv_q4_K};
 static const kern_wops L_GEMM_Q4_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_gemm_q4_K};
@@ -773,7 +784,6 @@ static const kern_wops L_TINY_F16 = {4, QT_F16, af16_bytes, NULL, mm_tiny_f16};
 static const kern_wops L_VEC_BF16 = {2, QT_BF16, abf_bytes, abf_prep_vec, mm_vec_bf16};
 static const kern_wops L_TINY_BF16 = {2, QT_BF16, abf_bytes, abf_prep_tiny, mm_tiny_bf16};
 static const kern_wops L_REF_Q2_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_ref_q2_K};
-static const kern_wops L_REF_Q3_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_ref_q3_K};
 
 const kern_wops *kern_avx2_lo(int wtype, int kernel, int repacked) {
     if (kernel == KERN_LO_TINY) {
@@ -798,7 +808,7 @@ const kern_wops *kern_avx2_lo(int wtype, int kernel, int repacked) {
     case QT_Q5_K: return &L_VEC_Q5_K;
     case QT_Q6_K: return &L_VEC_Q6_K;
     case QT_Q2_K: return &L_REF_Q2_K; /* lo_matmul: the scalar reference's order */
-    case QT_Q3_K: return &L_REF_Q3_K;
+    case QT_Q3_K: return &L_VEC_Q3_K;
     case QT_F32: return &L_VEC_F32;
     case QT_F16: return &L_VEC_F16;
     case QT_BF16: return &L_VEC_BF16;

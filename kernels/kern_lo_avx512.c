@@ -2,7 +2,7 @@
  * lo_matmul (llama_order.c), which spells that order out in scalar C.
  *
  * Every order there is "exact integers, then a fixed float sequence":
- *   VEC  8-lane types (Q4_0/Q5_0/Q8_0, Q4_K/Q5_K/Q6_K not repacked): lane l
+ *   VEC  8-lane types (Q4_0/Q5_0/Q8_0, Q3_K..Q6_K not repacked): lane l
  *        of a row collects the integer products of values 4l..4l+3 of each
  *        32-value group; per block acc[l] = fma(d, lane, acc[l]); the lanes
  *        are summed at the end (hsum8).  A 256-bit vpdpbusd over one group
@@ -189,10 +189,10 @@ TILE_DRIVER(mm_vec_q8_0, VEC0, T_Q8_0, 34)
 
 enum { O_VEC };
 
-/* One Q4_K/Q5_K/Q6_K super-block of one row, unpacked once per tile. */
+/* One Q3_K..Q6_K super-block of one row, unpacked once per tile. */
 typedef struct kb {
-    __m256i W[8];    /* u8 quants of 32-value group g, natural order */
-    __m256i S[8];    /* Q6_K: (scale, 0) int16 pair of each lane's 16 values */
+    __m256i W[8];    /* u8 quants of 32-value group g, natural order (Q3_K: q + 4, 0..7) */
+    __m256i S[8];    /* Q6_K/Q3_K: (scale, 0) int16 pair of each lane's 16 values */
     __m256i sc16;    /* Q6_K: the 16 scales, int16 */
     int32_t sc[8];   /* Q4_K/Q5_K: (scale, 0) pair of group g */
     __m128i mn;      /* Q4_K/Q5_K: the 8 mins, int16 */
@@ -263,6 +263,48 @@ INLINE void unpack_q6(const uint8_t *x, kb *k) {
     k->d = half2f(x + 208);
 }
 
+/* Q3_K: hmask[32] (bit g of byte l: high bit of value 32g + l), qs[64]
+ * (byte l of half c: low 2 bits of values 128c + 32s + l at bits 2s),
+ * scales[12] (16 6-bit values, minus 32), d.  W holds q + 4 = low bits |
+ * high bit << 2 (0..7), the -4 comes back per lane in kblock. */
+INLINE void unpack_q3(const uint8_t *x, kb *k) {
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+    const __m256i hm = _mm256_loadu_si256((const __m256i *)x);
+    #pragma GCC unroll 2
+    for (int c = 0; c < 2; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(x + 32 + 32 * c));
+        #pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            const int g = 4 * c + s;
+            /* bit g of each byte to bit 2 (16-bit shifts: bit 2 still comes from its own byte) */
+            const __m256i h = g < 2 ? _mm256_slli_epi16(hm, 2 - g) : g == 2 ? hm : _mm256_srli_epi16(hm, g - 2);
+            const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
+            k->W[g] = _mm256_or_si256(lo, _mm256_and_si256(h, m4));
+        }
+    }
+    /* scale j: low 4 bits from the nibbles of bytes 96-103, high 2 bits
+     * from bytes 104-107 */
+    uint32_t a0, a1, t;
+    memcpy(&a0, x + 96, 4);
+    memcpy(&a1, x + 100, 4);
+    memcpy(&t, x + 104, 4);
+    const uint32_t k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    __m128i sc = _mm_cvtsi32_si128((int)((a0 & k2) | ((t & k3) << 4)));
+    sc = _mm_insert_epi32(sc, (int)((a1 & k2) | (((t >> 2) & k3) << 4)), 1);
+    sc = _mm_insert_epi32(sc, (int)(((a0 >> 4) & k2) | (((t >> 4) & k3) << 4)), 2);
+    sc = _mm_insert_epi32(sc, (int)(((a1 >> 4) & k2) | (((t >> 6) & k3) << 4)), 3);
+    sc = _mm_sub_epi8(sc, _mm_set1_epi8(32));
+    const __m256i lo = _mm256_and_si256(_mm256_cvtepi8_epi32(sc), _mm256_set1_epi32(0xFFFF));
+    const __m256i hi = _mm256_and_si256(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)), _mm256_set1_epi32(0xFFFF));
+    #pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        const __m256i idx = _mm256_loadu_si256((const __m256i *)k_pair_idx[g]);
+        k->S[g] = _mm256_permutevar8x32_epi32(lo, idx);
+        k->S[4 + g] = _mm256_permutevar8x32_epi32(hi, idx);
+    }
+    k->d = half2f(x + 108);
+}
+
 /* The 8 lanes of a Q4_K/Q5_K super-block (scaled, exact): lane l =
  * sum over groups g of sc[g] * (products of values 32g+4l..+3).  A lane of
  * one group is 4 products, |p| <= 4 * 31 * 127 < 2^15, so vpdpwssd with
@@ -286,9 +328,32 @@ typedef struct kacc {
     __m128 m;  /* Q4_K: the 4 min lanes; Q5_K: lane 0 = summs */
 } kacc;
 
-enum { K_Q4, K_Q5, K_Q6 };
+enum { K_Q3, K_Q4, K_Q5, K_Q6 };
 
 INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
+    if (kind == K_Q3) {
+        /* a lane of one group: sum of (q + 4) * a minus 4 * (sum of the
+         * lane's 4 activations), |p| <= 4 * 4 * 128 < 2^15, so vpdpwssd
+         * with (scale, 0) adds p * scale; lanes 0-3 take scale 2g, 4-7
+         * 2g + 1 (llama.cpp's madd of the 16-bit products with the scales) */
+        const __m256i four = _mm256_set1_epi8(4);
+        __m256i I = _mm256_setzero_si256(), J = I;
+        #pragma GCC unroll 8
+        for (int g = 0; g < 8; g += 2) {
+            const __m256i q0 = _mm256_loadu_si256((const __m256i *)(a->q + 32 * g));
+            const __m256i q1 = _mm256_loadu_si256((const __m256i *)(a->q + 32 * g + 32));
+            const __m256i p0 = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), k->W[g], q0),
+                                                _mm256_dpbusd_epi32(_mm256_setzero_si256(), four, q0));
+            const __m256i p1 = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), k->W[g + 1], q1),
+                                                _mm256_dpbusd_epi32(_mm256_setzero_si256(), four, q1));
+            I = _mm256_dpwssd_epi32(I, p0, k->S[g]);
+            J = _mm256_dpwssd_epi32(J, p1, k->S[g + 1]);
+        }
+        I = _mm256_add_epi32(I, J);
+        const float d = a->d * k->d;
+        s->v = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(I), s->v);
+        return;
+    }
     if (kind == K_Q6) {
         /* lanes over the unsigned 6-bit values (|p| <= 4 * 63 * 127 < 2^15),
          * then lane l -= 32 * (sc[2l] * bsum[2l] + sc[2l+1] * bsum[2l+1]) */
@@ -324,7 +389,7 @@ INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
 }
 
 INLINE float kfinal(int kind, int order, const kacc *s) {
-    if (kind == K_Q6) return hsum8(s->v);
+    if (kind == K_Q6 || kind == K_Q3) return hsum8(s->v);
     if (order == O_VEC) {
         const float h = hsum8(s->v);
         if (kind == K_Q5) return h + _mm_cvtss_f32(s->m);
@@ -355,6 +420,7 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
             kb k;
             const uint8_t *x = row[i] + (size_t)b * wblk;
             if (kind == K_Q6) unpack_q6(x, &k);
+            else if (kind == K_Q3) unpack_q3(x, &k);
             else unpack_q45(x, &k, kind == K_Q5);
             #pragma GCC unroll 8
             for (int u = 0; u < T; u++) kblock(kind, order, &k, act[u] + b, &s[i][u]);
@@ -388,6 +454,7 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
         for (; r + 2 <= r1; r += 2) KT_ROWS(j, kind, wblk, r, 2);     \
         if (r < r1) KT_ROWS(j, kind, wblk, r, 1);                     \
     }
+K_DRIVER(mm_vec_q3_K, K_Q3, 110)
 K_DRIVER(mm_vec_q4_K, K_Q4, 144)
 K_DRIVER(mm_vec_q5_K, K_Q5, 176)
 K_DRIVER(mm_vec_q6_K, K_Q6, 210)
@@ -525,6 +592,7 @@ static void mm_tiny_bf16(const kern_job *j, int r0, int r1) { ftiny_rows(F_BF16,
 static const kern_wops L_VEC_Q4_0 = {2, QT_Q8_0, al0_bytes, al0_prep4, mm_vec_q4_0};
 static const kern_wops L_VEC_Q5_0 = {2, QT_Q8_0, al0_bytes, al0_prep5, mm_vec_q5_0};
 static const kern_wops L_VEC_Q8_0 = {2, QT_Q8_0, al0_bytes, al0_prep8, mm_vec_q8_0};
+static const kern_wops L_VEC_Q3_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q3_K};
 static const kern_wops L_VEC_Q4_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q4_K};
 static const kern_wops L_VEC_Q5_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q5_K};
 static const kern_wops L_VEC_Q6_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q6_K};
@@ -559,8 +627,8 @@ const kern_wops *kern_avx512_lo(int wtype, int kernel, int repacked) {
     case QT_Q4_K: return &L_VEC_Q4_K;
     case QT_Q5_K: return &L_VEC_Q5_K;
     case QT_Q6_K: return &L_VEC_Q6_K;
-    case QT_Q2_K:
-    case QT_Q3_K: return kern_avx512_ref_k(wtype); /* lo_matmul: the scalar reference's order */
+    case QT_Q2_K: return kern_avx512_ref_k(wtype); /* lo_matmul: the scalar reference's order */
+    case QT_Q3_K: return &L_VEC_Q3_K;
     case QT_F32: return &L_VEC_F32;
     case QT_F16: return &L_VEC_F16;
     case QT_BF16: return &L_VEC_BF16;

@@ -349,6 +349,42 @@ static float dot_q6_K(int n, const block_q6_K *x, const block_q8_K *y) {
     return lo_hsum8(acc);
 }
 
+/* Signed 6-bit scale j (0..15) of a Q3_K super-block: low 4 bits from
+ * the nibbles of bytes 0-7, high 2 bits from bytes 8-11, minus 32. */
+static int q3_scale(const uint8_t *q, int j) {
+    const int lo = j < 8 ? q[j] & 0x0F : q[j - 8] >> 4;
+    const int hi = (q[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (lo | hi << 4) - 32;
+}
+
+/* Signed 3-bit values of a Q3_K super-block in row order: value
+ * 128c + 32s + l has its low 2 bits at bits 2s of qs[32c + l] and is
+ * lowered by 4 unless bit 4c + s of hmask[l] is set. */
+static void unpack_q3_K(const block_q3_K *b, int v[QK_K]) {
+    for (int c = 0; c < 2; c++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++)
+                v[128 * c + 32 * s + l] =
+                    ((b->qs[32 * c + l] >> (2 * s)) & 3) - ((b->hmask[l] >> (4 * c + s)) & 1 ? 0 : 4);
+}
+
+/* vec_dot_q3_K (the AVX2 code of the AVX-512 build): 8 lanes over the
+ * signed values with 16-value scales (lanes 0-3 of a 32-value group take
+ * scale 2g, lanes 4-7 scale 2g+1), fma(d, lane, acc) per super-block with
+ * d = d_a * d_w, then hsum_float_8. */
+static float dot_q3_K(int n, const block_q3_K *x, const block_q8_K *y) {
+    float acc[8] = {0};
+    int v[QK_K], sc[16], lane[8];
+    for (int i = 0; i < n / QK_K; i++) {
+        const float d = y[i].d * fp16_to_f32(x[i].d);
+        for (int j = 0; j < 16; j++) sc[j] = q3_scale(x[i].scales, j);
+        unpack_q3_K(&x[i], v);
+        lanes_k(v, sc, 16, y[i].qs, lane);
+        for (int l = 0; l < 8; l++) acc[l] = fmaf(d, (float)lane[l], acc[l]);
+    }
+    return lo_hsum8(acc);
+}
+
 /* Repacked Q4_K (q4_K_8x8).  gemv (a lone activation row): per output
  * and super-block, the scaled integer sum and the min term are each FMA'd
  * into their own accumulator; the min accumulator is subtracted last.
@@ -420,9 +456,10 @@ static float lo_dot(enum lo_kernel k, bool repacked, int wtype, int n, const voi
     case QT_Q5_1: return dot_q1(wtype, n, w, a);
     case QT_Q4_K: return repacked ? dot_q4_K_repacked(k == LO_K_GEMM, n, w, a) : dot_q4_K(n, w, a);
     case QT_Q5_K: return dot_q5_K(n, w, a);
+    case QT_Q3_K: return dot_q3_K(n, w, a);
     case QT_Q6_K: return dot_q6_K(n, w, a);
     default: {
-        /* Q2_K, Q3_K: the scalar reference (order not mirrored yet) */
+        /* Q2_K: the scalar reference (its repacked gemm order is not mirrored yet) */
         float s;
         qtype_get(wtype)->vec_dot(n, &s, w, a);
         return s;

@@ -5,10 +5,13 @@
  *     how a multi-row batch is cut, for every weight type and layout;
  *   - lo_matmul_multi gives each product's lo_matmul bits (shared and
  *     indexed activation rows too);
- *   - the SIMD kernels for BF16 (VDPBF16PS emulation), Q2_K and Q3_K
- *     (the scalar reference order) give the scalar lo_matmul's bits on
- *     every SIMD path this CPU runs (the AVX2 path too), on odd shapes,
- *     1..9 and 40 tokens, denormal BF16 products; checked in a child
+ *   - Q3_K in vec_dot's lane order, on a hand-worked block whose result
+ *     differs from the scalar reference order's, on every path;
+ *   - the SIMD kernels for BF16 (VDPBF16PS emulation), Q2_K (the scalar
+ *     reference order) and Q3_K (vec_dot lanes) give the scalar
+ *     lo_matmul's bits on every SIMD path this CPU runs (the AVX2 path
+ *     too), on odd shapes, 1..9 and 40 tokens, denormal BF16 products;
+ *     checked in a child
  *     process whose path is scalar, so lo_matmul is the scalar code;
  *   - end to end: the fixture pairs whose every op is mirrored give
  *     llama.cpp's logits bit for bit (all but tiny-v3-f32-legacykvb, whose
@@ -115,6 +118,86 @@ static void test_matmul_determinism(void) {
           "not repacked");
     tpool_destroy(tp);
     free(w), free(x);
+}
+
+/* Q3_K block with signed values v[256] (-4..3) and 16 signed 6-bit
+ * scales, in the ggml layout: low 2 bits of value 128c + 32s + l at bits
+ * 2s of qs[32c + l], bit 4c + s of hmask[l] set unless the value is < 0,
+ * scale j as j < 8 ? low nibble of byte j : high nibble of byte j - 8,
+ * its top 2 bits at bits 2 * (j / 4) of byte 8 + j % 4, stored plus 32. */
+static void encode_q3_K(const int v[256], const int sc[16], float d, block_q3_K *b) {
+    memset(b, 0, sizeof *b);
+    for (int k = 0; k < 256; k++) {
+        const int c = k / 128, s = k % 128 / 32, l = k % 32, q = v[k] + 4; /* 0..7 */
+        b->qs[32 * c + l] |= (uint8_t)((q & 3) << (2 * s));
+        if (q & 4) b->hmask[l] |= (uint8_t)(1u << (4 * c + s));
+    }
+    for (int j = 0; j < 16; j++) {
+        const int e = sc[j] + 32;
+        b->scales[j % 8] |= (uint8_t)((e & 15) << (j < 8 ? 0 : 4));
+        b->scales[8 + j % 4] |= (uint8_t)((e >> 4) << (2 * (j / 4)));
+    }
+    b->d = f32_to_fp16(d);
+}
+
+/* Q3_K against llama.cpp's vec_dot order on one hand-worked block.
+ * Weights: d = 1 + 2^-10 (exact in fp16), scales 0 and 1 are 31, the rest
+ * 0; values v[0] = -4, v[1] = 3, v[16] = 1, the rest 0.  Activations:
+ * x[0] = -127, x[1] = 7, x[16] = 1, the rest 0, so Q8_K keeps them
+ * exactly with d_a = 1.  Lane 0 (values 0-3) = 31 * (508 + 21) = 16399,
+ * lane 4 (values 16-19) = 31, the rest 0.
+ *   vec_dot: fma(d, lane) per lane: 16415.015625 (16399 * d rounded) and
+ *            31.0302734375; hsum_float_8 adds lane 4 to lane 0 first:
+ *            16446.046875 (rounded), then only zeros.
+ *   scalar reference: d * 16430 rounded once: 16446.044921875. */
+static void test_q3_K_order(void) {
+    int v[256] = {0}, sc[16] = {0};
+    float x[256] = {0};
+    v[0] = -4, v[1] = 3, v[16] = 1;
+    sc[0] = sc[1] = 31;
+    x[0] = -127, x[1] = 7, x[16] = 1;
+    const float dw = 1.0f + 0x1p-10f;
+    block_q3_K b;
+    encode_q3_K(v, sc, dw, &b);
+    block_q8_K a;
+    qtype_get(QT_Q8_K)->from_float(x, &a, 256);
+    bool exact = a.d == 1.0f;
+    for (int k = 0; k < 256; k++) exact &= a.qs[k] == (int8_t)x[k];
+    CHECK(exact, "Q8_K of the hand-worked activations: d %g, expected 1 and the values unchanged", a.d);
+
+    /* the formula, in plain C: lanes, fma(d, lane, 0), hsum_float_8 */
+    const float d = a.d * fp16_to_f32(b.d);
+    float acc[8];
+    for (int l = 0; l < 8; l++) {
+        int lane = 0;
+        for (int g = 0; g < 8; g++)
+            for (int k = 32 * g + 4 * l; k < 32 * g + 4 * l + 4; k++) lane += sc[2 * g + l / 4] * v[k] * (int)x[k];
+        acc[l] = fmaf(d, (float)lane, 0.0f);
+    }
+    const float h0 = acc[0] + acc[4], h1 = acc[1] + acc[5], h2 = acc[2] + acc[6], h3 = acc[3] + acc[7];
+    const float want = (h0 + h2) + (h1 + h3);
+    CHECK(want == 16446.046875f, "Q3_K hand case: formula gives %.9g, worked out 16446.046875", want);
+    float ref;
+    qtype_get(QT_Q3_K)->vec_dot(256, &ref, &b, &a);
+    CHECK(ref == 16446.044921875f && ref != want, "Q3_K hand case: reference order %.9g, worked out 16446.044921875",
+          ref);
+
+    float y = -1.0f;
+    lo_matmul(NULL, LO_MUL_MAT_1, false, QT_Q3_K, &b, 1, 256, x, 1, &y);
+    CHECK(y == want, "Q3_K lo_matmul (%s path): %.9g, llama.cpp's order gives %.9g", kern_path_name(kern_get_path()),
+          y, want);
+    /* each SIMD kernel directly */
+    const size_t as = kern_act_row_size(QT_Q3_K, 256);
+    uint8_t *A = malloc(as);
+    kern_quantize_act(QT_Q3_K, x, A, 256);
+    for (int p = KERN_AVX2; p <= KERN_AVX512; p++) {
+        if (!kern_path_supported((enum kern_path)p)) continue;
+        y = -1.0f;
+        const bool ran = kern_matmul_llama_path((enum kern_path)p, NULL, LO_K_VEC, false, QT_Q3_K, &b, 1, 256, A, as, 1, &y);
+        CHECK(ran && y == want, "Q3_K %s kernel: %d %.9g, expected %.9g", kern_path_name((enum kern_path)p), ran, y,
+              want);
+    }
+    free(A);
 }
 
 /* lo_matmul_multi: each product bitwise its own lo_matmul, with products
@@ -416,6 +499,7 @@ static void test_fixtures_bitexact(void) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--simd-vs-scalar")) { /* child of run_scalar_child */
         CHECK(kern_get_path() == KERN_SCALAR, "--simd-vs-scalar needs MOE_KERNEL=scalar (lo_matmul must be scalar)");
+        test_q3_K_order(); /* lo_matmul's scalar code on it */
         test_simd_vs_scalar();
         return check_summary("test_llama_order --simd-vs-scalar");
     }
@@ -423,6 +507,7 @@ int main(int argc, char **argv) {
     CHECK(child == 0, "SIMD kernels vs scalar lo_matmul (child process): status %d", child);
     test_sums();
     test_expf();
+    test_q3_K_order();
     test_matmul_determinism();
     test_matmul_multi();
     test_fixtures_bitexact();
