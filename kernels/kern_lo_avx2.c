@@ -9,8 +9,7 @@
  * Q8_0 quantizer only produces for NaN inputs).  Integer lanes are exact
  * either way, so the float sequence, and the bits, are those of
  * llama.cpp's AVX-512 build.  BF16's VDPBF16PS is emulated as
- * llama_order.c does (flushes, separate multiply and add); Q2_K
- * follows quant.h's scalar vec_dot, as lo_matmul does for it. */
+ * llama_order.c does (flushes, separate multiply and add). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -185,7 +184,7 @@ TILE_DRIVER(mm_vec_q8_0, VEC0, T_Q8_0, 34)
 /* K-quants                                                            */
 
 enum { O_VEC, O_GEMV, O_GEMM };
-enum { K_Q3, K_Q4, K_Q5, K_Q6 };
+enum { K_Q2, K_Q3, K_Q4, K_Q5, K_Q6 };
 
 typedef struct kb {
     __m256i W[8];    /* u8 quants of 32-value group g, natural order */
@@ -300,6 +299,33 @@ INLINE void unpack_q3(const uint8_t *x, kb *k) {
     k->d = half2f(x + 108);
 }
 
+/* Q2_K: scales[16] (4-bit scale | 4-bit min << 4 per 16 values), qs[64]
+ * (byte l of half c: values 128c + 32s + l at bits 2s), d, dmin.  W holds
+ * the 2-bit values, S the scale pairs, sc16 the 16 mins. */
+INLINE void unpack_q2(const uint8_t *x, kb *k) {
+    const __m256i m3 = _mm256_set1_epi8(3), m0f = _mm256_set1_epi8(0x0F);
+    #pragma GCC unroll 2
+    for (int c = 0; c < 2; c++) { /* byte l of 32-byte half c: values 128c + 32s + l at bits 2s */
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(x + 16 + 32 * c));
+        k->W[4 * c] = _mm256_and_si256(q, m3);
+        k->W[4 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 2), m3);
+        k->W[4 * c + 2] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m3);
+        k->W[4 * c + 3] = _mm256_and_si256(_mm256_srli_epi16(q, 6), m3);
+    }
+    const __m128i s = _mm_loadu_si128((const __m128i *)x); /* scale | min << 4 */
+    const __m128i sc = _mm_and_si128(s, _mm256_castsi256_si128(m0f));
+    pair_scales(_mm256_cvtepu8_epi32(sc), _mm256_cvtepu8_epi32(_mm_srli_si128(sc, 8)), k->S);
+    k->sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), _mm256_castsi256_si128(m0f)));
+    k->d = half2f(x + 80);
+    k->dmin = half2f(x + 82);
+}
+
+/* The totals of four vectors of 8 int32 lanes, one per lane (exact). */
+INLINE __m128i hsum4x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    const __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+}
+
 /* The 8 scaled lanes of a Q4_K/Q5_K super-block (exact). */
 INLINE __m256i lanes45(const kb *k, const alk *a) {
     __m256i I0 = _mm256_setzero_si256(), I1 = I0;
@@ -329,6 +355,37 @@ typedef struct kacc {
 } kacc;
 
 INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
+    if (kind == K_Q2) {
+        /* lanes with 16-value scales (maddubs pairs |.| <= 2 * 3 * 128, no
+         * saturation), per 128-value half; the mins times the bsums by
+         * vpmaddwd: lane l pairs bsums 2l and 2l + 1 (lanes 0-3: half 0) */
+        __m256i I0 = _mm256_setzero_si256(), I1 = I0;
+        #pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            I0 = _mm256_add_epi32(I0, dot4s(k->W[g], _mm256_loadu_si256((const __m256i *)(a->q + 32 * g)), k->S[g]));
+            I1 = _mm256_add_epi32(I1, dot4s(k->W[g + 4], _mm256_loadu_si256((const __m256i *)(a->q + 32 * g + 128)),
+                                            k->S[g + 4]));
+        }
+        const __m256i M = _mm256_madd_epi16(k->sc16, _mm256_loadu_si256((const __m256i *)a->s16));
+        if (order == O_VEC) { /* vec_dot: fma(-dmin, mprod) then fma(d, lane), 8 lanes */
+            const float d = a->d * k->d, dmin = -a->d * k->dmin;
+            s->v = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(M), s->v);
+            s->v = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(I0, I1)), s->v);
+            return;
+        }
+        const __m128 dd = _mm_setr_ps(k->d * a->d, k->dmin * a->d, k->d * a->d, k->dmin * a->d);
+        const __m256i z = _mm256_setzero_si256();
+        if (order == O_GEMV) { /* (isum, msum) of the super-block in one step */
+            const __m128i t = hsum4x8(_mm256_add_epi32(I0, I1), M, z, z);
+            s->m = _mm_fmadd_ps(_mm_cvtepi32_ps(t), dd, s->m);
+            return;
+        }
+        /* GEMM: (isum, msum) of half 0, then of half 1 */
+        const __m128 t = _mm_cvtepi32_ps(hsum4x8(I0, _mm256_blend_epi32(M, z, 0xF0), I1, _mm256_blend_epi32(z, M, 0xF0)));
+        s->m = _mm_fmadd_ps(t, dd, s->m);
+        s->m = _mm_fmadd_ps(_mm_movehl_ps(t, t), dd, s->m);
+        return;
+    }
     if (kind == K_Q3) {
         /* llama.cpp's own steps: 16-bit pair products of q + 4 minus those
          * of 4 (|.| <= 2 * 4 * 128, no saturation), then vpmaddwd with the
@@ -395,7 +452,7 @@ INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
 }
 
 INLINE float kfinal(int kind, int order, const kacc *s) {
-    if (kind == K_Q6 || kind == K_Q3) return hsum8(s->v);
+    if (kind == K_Q6 || kind == K_Q3 || (kind == K_Q2 && order == O_VEC)) return hsum8(s->v);
     if (order == O_VEC) {
         const float h = hsum8(s->v);
         if (kind == K_Q5) return h + _mm_cvtss_f32(s->m);
@@ -427,6 +484,7 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
             const uint8_t *x = row[i] + (size_t)b * wblk;
             if (kind == K_Q6) unpack_q6(x, &k);
             else if (kind == K_Q3) unpack_q3(x, &k);
+            else if (kind == K_Q2) unpack_q2(x, &k);
             else unpack_q45(x, &k, kind == K_Q5);
             #pragma GCC unroll 4
             for (int u = 0; u < T; u++) kblock(kind, order, &k, act[u] + b, &s[i][u]);
@@ -437,89 +495,15 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
 }
 
 #define KT(j, kind, order, wblk, r, tk, R, T) k_tile(j, kind, order, wblk, r, tk, R, T)
+TILE_DRIVER(mm_vec_q2_K, KT, K_Q2, O_VEC, 84)
+TILE_DRIVER(mm_gemv_q2_K, KT, K_Q2, O_GEMV, 84)
+TILE_DRIVER(mm_gemm_q2_K, KT, K_Q2, O_GEMM, 84)
 TILE_DRIVER(mm_vec_q3_K, KT, K_Q3, O_VEC, 110)
 TILE_DRIVER(mm_vec_q4_K, KT, K_Q4, O_VEC, 144)
 TILE_DRIVER(mm_gemv_q4_K, KT, K_Q4, O_GEMV, 144)
 TILE_DRIVER(mm_gemm_q4_K, KT, K_Q4, O_GEMM, 144)
 TILE_DRIVER(mm_vec_q5_K, KT, K_Q5, O_VEC, 176)
 TILE_DRIVER(mm_vec_q6_K, KT, K_Q6, O_VEC, 210)
-
-/* ------------------------------------------------------------------ */
-/* Q2_K: quant.h's scalar vec_dot order (what lo_matmul runs)          */
-/* Per super-block an exact isum and msum (the mins times the 16-value
- * activation sums), then, every operation rounded:
- *   sum += (da * d) * isum - (da * dmin) * msum
- * Integer lanes are exact in any order, so only the float steps matter:
- * they run in one xmm whose lane u is token u's sum (up to 4 tokens),
- * each lane the scalar sequence. */
-
-INLINE void unpack_q2(const uint8_t *x, kb *k) {
-    const __m256i m3 = _mm256_set1_epi8(3), m0f = _mm256_set1_epi8(0x0F);
-    #pragma GCC unroll 2
-    for (int c = 0; c < 2; c++) { /* byte l of 32-byte half c: values 128c + 32s + l at bits 2s */
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(x + 16 + 32 * c));
-        k->W[4 * c] = _mm256_and_si256(q, m3);
-        k->W[4 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 2), m3);
-        k->W[4 * c + 2] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m3);
-        k->W[4 * c + 3] = _mm256_and_si256(_mm256_srli_epi16(q, 6), m3);
-    }
-    const __m128i s = _mm_loadu_si128((const __m128i *)x); /* scale | min << 4 */
-    const __m128i sc = _mm_and_si128(s, _mm256_castsi256_si128(m0f));
-    pair_scales(_mm256_cvtepu8_epi32(sc), _mm256_cvtepu8_epi32(_mm_srli_si128(sc, 8)), k->S);
-    k->sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), _mm256_castsi256_si128(m0f)));
-    k->d = half2f(x + 80);
-    k->dmin = half2f(x + 82);
-}
-
-/* The totals of four vectors of 8 int32 lanes, one per lane (exact). */
-INLINE __m128i hsum4x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
-    const __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
-    return _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
-}
-
-/* R rows (1-2) x T tokens (1-4): every row's sums of the T tokens in one xmm. */
-INLINE void ref_tile(const kern_job *j, int wblk, int r, int tk, const int R, const int T) {
-    const int nb = j->cols / 256;
-    const uint8_t *row[2];
-    const alk *act[4];
-    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
-    for (int i = 0; i < R; i++) row[i] = j->W + (size_t)(r + i) * j->wstride;
-    for (int u = 0; u < T; u++) act[u] = (const alk *)(const void *)(j->A + (size_t)(tk + u) * j->astride);
-    pf_stream pf = pf_start(j, row[0], (size_t)R * j->wstride, nb);
-    for (int b = 0; b < nb; b++) {
-        pf_step(&pf);
-        float dav[4] = {0, 0, 0, 0};
-        for (int u = 0; u < T; u++) dav[u] = act[u][b].d;
-        const __m128 da = _mm_loadu_ps(dav);
-        #pragma GCC unroll 2
-        for (int i = 0; i < R; i++) {
-            kb k;
-            const uint8_t *x = row[i] + (size_t)b * wblk;
-            unpack_q2(x, &k);
-            __m256i I[4], M[4];
-            #pragma GCC unroll 4
-            for (int u = 0; u < 4; u++) {
-                I[u] = M[u] = _mm256_setzero_si256();
-                if (u >= T) continue;
-                const alk *a = act[u] + b;
-                I[u] = lanes16(&k, a);
-                M[u] = _mm256_madd_epi16(k.sc16, _mm256_loadu_si256((const __m256i *)a->s16));
-            }
-            const __m128 isum = _mm_cvtepi32_ps(hsum4x8(I[0], I[1], I[2], I[3]));
-            const __m128 msum = _mm_cvtepi32_ps(hsum4x8(M[0], M[1], M[2], M[3]));
-            const __m128 dall = _mm_mul_ps(da, _mm_set1_ps(k.d)), dmin = _mm_mul_ps(da, _mm_set1_ps(k.dmin));
-            acc[i] = _mm_add_ps(acc[i], _mm_sub_ps(_mm_mul_ps(dall, isum), _mm_mul_ps(dmin, msum)));
-        }
-    }
-    for (int i = 0; i < R; i++) {
-        float y[4];
-        _mm_storeu_ps(y, acc[i]);
-        for (int u = 0; u < T; u++) j->Y[(size_t)(tk + u) * j->ystride + r + i] = y[u];
-    }
-}
-
-#define RT(j, wblk, r, tk, R, T) ref_tile(j, wblk, r, tk, R, T)
-TILE_DRIVER(mm_ref_q2_K, RT, 84)
 
 /* ------------------------------------------------------------------ */
 /* F32 / F16: 16-lane accumulators as two ymm                          */
@@ -771,6 +755,9 @@ static void mm_tiny_bf16(const kern_job *j, int r0, int r1) {
 static const kern_wops L_VEC_Q4_0 = {2, QT_Q8_0, al0_bytes, al0_prep4, mm_vec_q4_0};
 static const kern_wops L_VEC_Q5_0 = {2, QT_Q8_0, al0_bytes, al0_prep5, mm_vec_q5_0};
 static const kern_wops L_VEC_Q8_0 = {2, QT_Q8_0, al0_bytes, al0_prep8, mm_vec_q8_0};
+static const kern_wops L_VEC_Q2_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q2_K};
+static const kern_wops L_GEMV_Q2_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_gemv_q2_K};
+static const kern_wops L_GEMM_Q2_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_gemm_q2_K};
 static const kern_wops L_VEC_Q3_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q3_K};
 static const kern_wops L_VEC_Q4_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q4_K};
 static const kern_wops L_GEMV_Q4_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_gemv_q4_K};
@@ -783,7 +770,6 @@ static const kern_wops L_TINY_F32 = {4, QT_F32, af32_bytes, NULL, mm_tiny_f32};
 static const kern_wops L_TINY_F16 = {4, QT_F16, af16_bytes, NULL, mm_tiny_f16};
 static const kern_wops L_VEC_BF16 = {2, QT_BF16, abf_bytes, abf_prep_vec, mm_vec_bf16};
 static const kern_wops L_TINY_BF16 = {2, QT_BF16, abf_bytes, abf_prep_tiny, mm_tiny_bf16};
-static const kern_wops L_REF_Q2_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_ref_q2_K};
 
 const kern_wops *kern_avx2_lo(int wtype, int kernel, int repacked) {
     if (kernel == KERN_LO_TINY) {
@@ -797,6 +783,7 @@ const kern_wops *kern_avx2_lo(int wtype, int kernel, int repacked) {
     if (repacked) {
         if (wtype == QT_Q4_0) return kern_avx2_wops(QT_Q4_0); /* exact per-block isum: the same order */
         if (wtype == QT_Q4_K) return kernel == KERN_LO_GEMM ? &L_GEMM_Q4_K : &L_GEMV_Q4_K;
+        if (wtype == QT_Q2_K) return kernel == KERN_LO_GEMM ? &L_GEMM_Q2_K : &L_GEMV_Q2_K;
         return NULL;
     }
     if (kernel != KERN_LO_VEC) return NULL;
@@ -807,7 +794,7 @@ const kern_wops *kern_avx2_lo(int wtype, int kernel, int repacked) {
     case QT_Q4_K: return &L_VEC_Q4_K;
     case QT_Q5_K: return &L_VEC_Q5_K;
     case QT_Q6_K: return &L_VEC_Q6_K;
-    case QT_Q2_K: return &L_REF_Q2_K; /* lo_matmul: the scalar reference's order */
+    case QT_Q2_K: return &L_VEC_Q2_K;
     case QT_Q3_K: return &L_VEC_Q3_K;
     case QT_F32: return &L_VEC_F32;
     case QT_F16: return &L_VEC_F16;

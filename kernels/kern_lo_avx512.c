@@ -2,7 +2,7 @@
  * lo_matmul (llama_order.c), which spells that order out in scalar C.
  *
  * Every order there is "exact integers, then a fixed float sequence":
- *   VEC  8-lane types (Q4_0/Q5_0/Q8_0, Q3_K..Q6_K not repacked): lane l
+ *   VEC  8-lane types (Q4_0/Q5_0/Q8_0, Q2_K..Q6_K not repacked): lane l
  *        of a row collects the integer products of values 4l..4l+3 of each
  *        32-value group; per block acc[l] = fma(d, lane, acc[l]); the lanes
  *        are summed at the end (hsum8).  A 256-bit vpdpbusd over one group
@@ -12,6 +12,8 @@
  *        accumulate exactly so and serve it.
  *   GEMM repacked Q4_K: the same per pair of 32-value sub-blocks (also
  *        served by kern_avx512.c's 16-row kernel).
+ *   GEMV / GEMM repacked Q2_K: as Q4_K's, per super-block / per 128-value
+ *        half, computed here (K_Q2 tiles, the float pair in an xmm).
  *   repacked Q4_0: exact isum per block, one accumulator (kern_avx512.c's
  *        16-row kernel already computes exactly that).
  *   F32/F16/BF16: ggml_vec_dot_* (4 x 16 lanes, or 2 x 16 dpbf16, over
@@ -187,13 +189,13 @@ TILE_DRIVER(mm_vec_q8_0, VEC0, T_Q8_0, 34)
 /* ------------------------------------------------------------------ */
 /* K-quants                                                            */
 
-enum { O_VEC };
+enum { O_VEC, O_GEMV, O_GEMM };
 
 /* One Q3_K..Q6_K super-block of one row, unpacked once per tile. */
 typedef struct kb {
     __m256i W[8];    /* u8 quants of 32-value group g, natural order (Q3_K: q + 4, 0..7) */
-    __m256i S[8];    /* Q6_K/Q3_K: (scale, 0) int16 pair of each lane's 16 values */
-    __m256i sc16;    /* Q6_K: the 16 scales, int16 */
+    __m256i S[8];    /* Q6_K/Q3_K/Q2_K: (scale, 0) int16 pair of each lane's 16 values */
+    __m256i sc16;    /* Q6_K: the 16 scales; Q2_K: the 16 mins, int16 */
     int32_t sc[8];   /* Q4_K/Q5_K: (scale, 0) pair of group g */
     __m128i mn;      /* Q4_K/Q5_K: the 8 mins, int16 */
     float d, dmin;
@@ -305,6 +307,37 @@ INLINE void unpack_q3(const uint8_t *x, kb *k) {
     k->d = half2f(x + 108);
 }
 
+/* Q2_K: scales[16] (4-bit scale | 4-bit min << 4 per 16 values), qs[64]
+ * (byte l of half c: values 128c + 32s + l at bits 2s), d, dmin.  W holds
+ * the 2-bit values, S the (scale, 0) pairs, sc16 the 16 mins. */
+INLINE void unpack_q2(const uint8_t *x, kb *k) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    #pragma GCC unroll 2
+    for (int c = 0; c < 2; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(x + 16 + 32 * c));
+        #pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) k->W[4 * c + s] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
+    }
+    const __m128i b = _mm_loadu_si128((const __m128i *)x), m0f = _mm_set1_epi8(0x0F);
+    const __m128i sc = _mm_and_si128(b, m0f);
+    const __m256i lo = _mm256_cvtepu8_epi32(sc), hi = _mm256_cvtepu8_epi32(_mm_srli_si128(sc, 8));
+    #pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        const __m256i idx = _mm256_loadu_si256((const __m256i *)k_pair_idx[g]);
+        k->S[g] = _mm256_permutevar8x32_epi32(lo, idx);
+        k->S[4 + g] = _mm256_permutevar8x32_epi32(hi, idx);
+    }
+    k->sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), m0f));
+    k->d = half2f(x + 80);
+    k->dmin = half2f(x + 82);
+}
+
+/* The totals of four vectors of 8 int32 lanes, one per lane (exact). */
+INLINE __m128i hsum4x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    const __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+}
+
 /* The 8 lanes of a Q4_K/Q5_K super-block (scaled, exact): lane l =
  * sum over groups g of sc[g] * (products of values 32g+4l..+3).  A lane of
  * one group is 4 products, |p| <= 4 * 31 * 127 < 2^15, so vpdpwssd with
@@ -325,12 +358,48 @@ INLINE __m256i lanes45(const kb *k, const alk *a) {
 /* Per-token float state of a K-quant tile. */
 typedef struct kacc {
     __m256 v;  /* VEC: the 8 lanes */
-    __m128 m;  /* Q4_K: the 4 min lanes; Q5_K: lane 0 = summs */
+    __m128 m;  /* Q4_K: the 4 min lanes; Q5_K: lane 0 = summs;
+                  Q2_K GEMV/GEMM: lane 0 = acc, lane 1 = acc_m */
 } kacc;
 
-enum { K_Q3, K_Q4, K_Q5, K_Q6 };
+enum { K_Q2, K_Q3, K_Q4, K_Q5, K_Q6 };
 
 INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
+    if (kind == K_Q2) {
+        /* lanes with 16-value scales per 128-value half: a lane of one
+         * group is 4 products, |p| <= 4 * 3 * 128 < 2^15, so vpdpwssd with
+         * (scale, 0) adds p * scale; the mins times the bsums by vpmaddwd:
+         * lane l pairs bsums 2l and 2l + 1 (lanes 0-3: half 0) */
+        __m256i I0 = _mm256_setzero_si256(), I1 = I0;
+        #pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            const __m256i p0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k->W[g],
+                                                   _mm256_loadu_si256((const __m256i *)(a->q + 32 * g)));
+            const __m256i p1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k->W[g + 4],
+                                                   _mm256_loadu_si256((const __m256i *)(a->q + 32 * g + 128)));
+            I0 = _mm256_dpwssd_epi32(I0, p0, k->S[g]);
+            I1 = _mm256_dpwssd_epi32(I1, p1, k->S[g + 4]);
+        }
+        const __m256i M = _mm256_madd_epi16(k->sc16, _mm256_loadu_si256((const __m256i *)a->s16));
+        if (order == O_VEC) { /* vec_dot: fma(-dmin, mprod) then fma(d, lane), 8 lanes */
+            const float d = a->d * k->d, dmin = -a->d * k->dmin;
+            s->v = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(M), s->v);
+            s->v = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(I0, I1)), s->v);
+            return;
+        }
+        const __m128 dd = _mm_setr_ps(k->d * a->d, k->dmin * a->d, k->d * a->d, k->dmin * a->d);
+        const __m256i z = _mm256_setzero_si256();
+        if (order == O_GEMV) { /* (isum, msum) of the super-block in one step */
+            const __m128i t = hsum4x8(_mm256_add_epi32(I0, I1), M, z, z);
+            s->m = _mm_fmadd_ps(_mm_cvtepi32_ps(t), dd, s->m);
+            return;
+        }
+        /* GEMM: (isum, msum) of half 0, then of half 1 */
+        const __m128 t = _mm_cvtepi32_ps(hsum4x8(I0, _mm256_blend_epi32(M, z, 0xF0), I1, _mm256_blend_epi32(z, M, 0xF0)));
+        s->m = _mm_fmadd_ps(t, dd, s->m);
+        s->m = _mm_fmadd_ps(_mm_movehl_ps(t, t), dd, s->m);
+        return;
+    }
     if (kind == K_Q3) {
         /* a lane of one group: sum of (q + 4) * a minus 4 * (sum of the
          * lane's 4 activations), |p| <= 4 * 4 * 128 < 2^15, so vpdpwssd
@@ -389,14 +458,14 @@ INLINE void kblock(int kind, int order, const kb *k, const alk *a, kacc *s) {
 }
 
 INLINE float kfinal(int kind, int order, const kacc *s) {
-    if (kind == K_Q6 || kind == K_Q3) return hsum8(s->v);
+    if (kind == K_Q6 || kind == K_Q3 || (kind == K_Q2 && order == O_VEC)) return hsum8(s->v);
     if (order == O_VEC) {
         const float h = hsum8(s->v);
         if (kind == K_Q5) return h + _mm_cvtss_f32(s->m);
         __m128 m = _mm_add_ps(s->m, _mm_movehl_ps(s->m, s->m)); /* m0+m2, m1+m3 */
         return h + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
     }
-    return 0; /* not reached: only VEC is computed here */
+    return _mm_cvtss_f32(_mm_sub_ss(s->m, _mm_movehdup_ps(s->m))); /* Q2_K GEMV/GEMM: acc - acc_m */
 }
 
 INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int tk, const int R, const int T) {
@@ -421,6 +490,7 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
             const uint8_t *x = row[i] + (size_t)b * wblk;
             if (kind == K_Q6) unpack_q6(x, &k);
             else if (kind == K_Q3) unpack_q3(x, &k);
+            else if (kind == K_Q2) unpack_q2(x, &k);
             else unpack_q45(x, &k, kind == K_Q5);
             #pragma GCC unroll 8
             for (int u = 0; u < T; u++) kblock(kind, order, &k, act[u] + b, &s[i][u]);
@@ -433,31 +503,34 @@ INLINE void k_tile(const kern_job *j, int kind, int order, int wblk, int r, int 
 /* K-quant rows: each pair of rows against every token, in tiles of up
  * to 8 tokens, so a row's blocks are unpacked once per 8 tokens and come
  * from L1 for the next tile (prefill experts see ~10-30 tokens). */
-#define KT_ROWS(j, kind, wblk, r, R)                                                   \
+#define KT_ROWS(j, kind, order, wblk, r, R)                                            \
     do {                                                                               \
         int tk = 0;                                                                    \
-        for (; tk + 8 <= (j)->ntok; tk += 8) k_tile(j, kind, O_VEC, wblk, r, tk, R, 8); \
+        for (; tk + 8 <= (j)->ntok; tk += 8) k_tile(j, kind, order, wblk, r, tk, R, 8); \
         switch ((j)->ntok - tk) {                                                      \
-        case 7: k_tile(j, kind, O_VEC, wblk, r, tk, R, 7); break;                      \
-        case 6: k_tile(j, kind, O_VEC, wblk, r, tk, R, 6); break;                      \
-        case 5: k_tile(j, kind, O_VEC, wblk, r, tk, R, 5); break;                      \
-        case 4: k_tile(j, kind, O_VEC, wblk, r, tk, R, 4); break;                      \
-        case 3: k_tile(j, kind, O_VEC, wblk, r, tk, R, 3); break;                      \
-        case 2: k_tile(j, kind, O_VEC, wblk, r, tk, R, 2); break;                      \
-        case 1: k_tile(j, kind, O_VEC, wblk, r, tk, R, 1); break;                      \
+        case 7: k_tile(j, kind, order, wblk, r, tk, R, 7); break;                      \
+        case 6: k_tile(j, kind, order, wblk, r, tk, R, 6); break;                      \
+        case 5: k_tile(j, kind, order, wblk, r, tk, R, 5); break;                      \
+        case 4: k_tile(j, kind, order, wblk, r, tk, R, 4); break;                      \
+        case 3: k_tile(j, kind, order, wblk, r, tk, R, 3); break;                      \
+        case 2: k_tile(j, kind, order, wblk, r, tk, R, 2); break;                      \
+        case 1: k_tile(j, kind, order, wblk, r, tk, R, 1); break;                      \
         default: break;                                                                \
         }                                                                              \
     } while (0)
-#define K_DRIVER(NAME, kind, wblk)                                    \
-    static void NAME(const kern_job *j, int r0, int r1) {             \
-        int r = r0;                                                   \
-        for (; r + 2 <= r1; r += 2) KT_ROWS(j, kind, wblk, r, 2);     \
-        if (r < r1) KT_ROWS(j, kind, wblk, r, 1);                     \
+#define K_DRIVER(NAME, kind, order, wblk)                                    \
+    static void NAME(const kern_job *j, int r0, int r1) {                    \
+        int r = r0;                                                          \
+        for (; r + 2 <= r1; r += 2) KT_ROWS(j, kind, order, wblk, r, 2);     \
+        if (r < r1) KT_ROWS(j, kind, order, wblk, r, 1);                     \
     }
-K_DRIVER(mm_vec_q3_K, K_Q3, 110)
-K_DRIVER(mm_vec_q4_K, K_Q4, 144)
-K_DRIVER(mm_vec_q5_K, K_Q5, 176)
-K_DRIVER(mm_vec_q6_K, K_Q6, 210)
+K_DRIVER(mm_vec_q2_K, K_Q2, O_VEC, 84)
+K_DRIVER(mm_gemv_q2_K, K_Q2, O_GEMV, 84)
+K_DRIVER(mm_gemm_q2_K, K_Q2, O_GEMM, 84)
+K_DRIVER(mm_vec_q3_K, K_Q3, O_VEC, 110)
+K_DRIVER(mm_vec_q4_K, K_Q4, O_VEC, 144)
+K_DRIVER(mm_vec_q5_K, K_Q5, O_VEC, 176)
+K_DRIVER(mm_vec_q6_K, K_Q6, O_VEC, 210)
 
 /* ------------------------------------------------------------------ */
 /* Float types                                                         */
@@ -592,6 +665,9 @@ static void mm_tiny_bf16(const kern_job *j, int r0, int r1) { ftiny_rows(F_BF16,
 static const kern_wops L_VEC_Q4_0 = {2, QT_Q8_0, al0_bytes, al0_prep4, mm_vec_q4_0};
 static const kern_wops L_VEC_Q5_0 = {2, QT_Q8_0, al0_bytes, al0_prep5, mm_vec_q5_0};
 static const kern_wops L_VEC_Q8_0 = {2, QT_Q8_0, al0_bytes, al0_prep8, mm_vec_q8_0};
+static const kern_wops L_VEC_Q2_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q2_K};
+static const kern_wops L_GEMV_Q2_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_gemv_q2_K};
+static const kern_wops L_GEMM_Q2_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_gemm_q2_K};
 static const kern_wops L_VEC_Q3_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q3_K};
 static const kern_wops L_VEC_Q4_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q4_K};
 static const kern_wops L_VEC_Q5_K = {2, QT_Q8_K, alk_bytes, alk_prep, mm_vec_q5_K};
@@ -617,6 +693,7 @@ const kern_wops *kern_avx512_lo(int wtype, int kernel, int repacked) {
         /* gemv: kern_avx512.c's Q4_K kernels (per-row for 1-2 tokens, 16
          * rows interleaved for batches) accumulate in exactly this order */
         if (wtype == QT_Q4_K) return kernel == KERN_LO_GEMM ? kern_avx512_q4k_gemm() : kern_avx512_wops(QT_Q4_K);
+        if (wtype == QT_Q2_K) return kernel == KERN_LO_GEMM ? &L_GEMM_Q2_K : &L_GEMV_Q2_K;
         return NULL;
     }
     if (kernel != KERN_LO_VEC) return NULL;
@@ -627,7 +704,7 @@ const kern_wops *kern_avx512_lo(int wtype, int kernel, int repacked) {
     case QT_Q4_K: return &L_VEC_Q4_K;
     case QT_Q5_K: return &L_VEC_Q5_K;
     case QT_Q6_K: return &L_VEC_Q6_K;
-    case QT_Q2_K: return kern_avx512_ref_k(wtype); /* lo_matmul: the scalar reference's order */
+    case QT_Q2_K: return &L_VEC_Q2_K;
     case QT_Q3_K: return &L_VEC_Q3_K;
     case QT_F32: return &L_VEC_F32;
     case QT_F16: return &L_VEC_F16;

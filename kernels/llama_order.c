@@ -385,6 +385,68 @@ static float dot_q3_K(int n, const block_q3_K *x, const block_q8_K *y) {
     return lo_hsum8(acc);
 }
 
+/* Q2_K: 16 groups of 16 values, each with a 4-bit scale (low nibble of
+ * scales[j]) and a 4-bit min (high nibble); value 128c + 32s + l is bits
+ * 2s of qs[32c + l] (0..3), so value k has scale and min k / 16. */
+static void unpack_q2_K(const block_q2_K *b, int v[QK_K], int sc[16], int mn[16]) {
+    for (int c = 0; c < 2; c++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++) v[128 * c + 32 * s + l] = (b->qs[32 * c + l] >> (2 * s)) & 3;
+    for (int j = 0; j < 16; j++) {
+        sc[j] = b->scales[j] & 0x0F;
+        mn[j] = b->scales[j] >> 4;
+    }
+}
+
+/* vec_dot_q2_K (the AVX2 code of the AVX-512 build), one 8-lane
+ * accumulator: per super-block first fma(-dmin, mprod_l, acc_l) with
+ * mprod_l = mn[2l] * bsum[2l] + mn[2l+1] * bsum[2l+1] (vpmaddwd of the
+ * mins with the bsums), then fma(d, lane_l, acc_l) over the lanes with
+ * 16-value scales; hsum_float_8 at the end. */
+static float dot_q2_K(int n, const block_q2_K *x, const block_q8_K *y) {
+    float acc[8] = {0};
+    int v[QK_K], sc[16], mn[16], lane[8];
+    for (int i = 0; i < n / QK_K; i++) {
+        const float d = y[i].d * fp16_to_f32(x[i].d);
+        const float dmin = -y[i].d * fp16_to_f32(x[i].dmin);
+        unpack_q2_K(&x[i], v, sc, mn);
+        for (int l = 0; l < 8; l++) {
+            const int mprod = mn[2 * l] * y[i].bsums[2 * l] + mn[2 * l + 1] * y[i].bsums[2 * l + 1];
+            acc[l] = fmaf(dmin, (float)mprod, acc[l]);
+        }
+        lanes_k(v, sc, 16, y[i].qs, lane);
+        for (int l = 0; l < 8; l++) acc[l] = fmaf(d, (float)lane[l], acc[l]);
+    }
+    return lo_hsum8(acc);
+}
+
+/* Repacked Q2_K (q2_K_8x8).  Two accumulators per output, the scaled
+ * integer sum and the min sum (mins times bsums) each FMA'd into its own
+ * with d_w * d_a and dmin_w * d_a; the min accumulator is subtracted last.
+ * gemv (a lone activation row, AVX2 code) takes a whole super-block per
+ * step; gemm (AVX-512 and AVX2 code alike) a 128-value half per step. */
+static float dot_q2_K_repacked(bool gemm, int n, const block_q2_K *x, const block_q8_K *y) {
+    float acc = 0.0f, acc_m = 0.0f;
+    int v[QK_K], sc[16], mn[16];
+    for (int i = 0; i < n / QK_K; i++) {
+        unpack_q2_K(&x[i], v, sc, mn);
+        int isum[2] = {0, 0}, msum[2] = {0, 0};
+        for (int k = 0; k < QK_K; k++) isum[k / 128] += sc[k / 16] * v[k] * y[i].qs[k];
+        for (int j = 0; j < 16; j++) msum[j / 8] += mn[j] * y[i].bsums[j];
+        const float d = fp16_to_f32(x[i].d) * y[i].d, dmin = fp16_to_f32(x[i].dmin) * y[i].d;
+        if (gemm) {
+            for (int h = 0; h < 2; h++) {
+                acc = fmaf((float)isum[h], d, acc);
+                acc_m = fmaf((float)msum[h], dmin, acc_m);
+            }
+        } else {
+            acc = fmaf((float)(isum[0] + isum[1]), d, acc);
+            acc_m = fmaf((float)(msum[0] + msum[1]), dmin, acc_m);
+        }
+    }
+    return acc - acc_m;
+}
+
 /* Repacked Q4_K (q4_K_8x8).  gemv (a lone activation row): per output
  * and super-block, the scaled integer sum and the min term are each FMA'd
  * into their own accumulator; the min accumulator is subtracted last.
@@ -420,7 +482,7 @@ static float dot_q4_K_repacked(bool gemm, int n, const block_q4_K *x, const bloc
 /* ---- dispatch ---- */
 
 bool lo_repacked(int wtype, int rows, bool in_mul_mat) {
-    return in_mul_mat && (wtype == QT_Q4_0 || wtype == QT_Q4_K) && rows % 8 == 0;
+    return in_mul_mat && (wtype == QT_Q4_0 || wtype == QT_Q4_K || wtype == QT_Q2_K) && rows % 8 == 0;
 }
 
 /* tinyBLAS takes a float product only when the column count is a multiple
@@ -436,7 +498,7 @@ static bool tiny_takes(int wtype, int rows, int cols) {
  * gemm order for every row of a multi-row op, so that a row's result never
  * depends on where a batch was cut (the cluster splits prompts into
  * micro-batches).  Only those tail rows of a prompt differ from llama.cpp
- * (Q4_K: by an ulp or so; Q4_0's gemv and gemm orders are the same). */
+ * (Q4_K, Q2_K: by an ulp or so; Q4_0's gemv and gemm orders are the same). */
 static enum lo_kernel kernel_of(enum lo_op op, bool repacked, int wtype, int rows, int cols) {
     if (op != LO_MUL_MAT_N) return LO_K_VEC;
     if (repacked) return LO_K_GEMM;
@@ -456,10 +518,11 @@ static float lo_dot(enum lo_kernel k, bool repacked, int wtype, int n, const voi
     case QT_Q5_1: return dot_q1(wtype, n, w, a);
     case QT_Q4_K: return repacked ? dot_q4_K_repacked(k == LO_K_GEMM, n, w, a) : dot_q4_K(n, w, a);
     case QT_Q5_K: return dot_q5_K(n, w, a);
+    case QT_Q2_K: return repacked ? dot_q2_K_repacked(k == LO_K_GEMM, n, w, a) : dot_q2_K(n, w, a);
     case QT_Q3_K: return dot_q3_K(n, w, a);
     case QT_Q6_K: return dot_q6_K(n, w, a);
     default: {
-        /* Q2_K: the scalar reference (its repacked gemm order is not mirrored yet) */
+        /* any other type: the scalar reference (not reached by the engine's types) */
         float s;
         qtype_get(wtype)->vec_dot(n, &s, w, a);
         return s;

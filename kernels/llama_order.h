@@ -21,17 +21,19 @@
  *   - Q4_0/Q5_0/Q8_0/Q4_1/Q5_1 not repacked: 8 lanes, lane l holding
  *     values 4l..4l+3 of each 32-block, acc = fma(d_w*d_a, isum, acc),
  *     then hsum_float_8 (tinyBLAS_Q0 and vec_dot agree);
- *   - Q3_K/Q4_K/Q5_K/Q6_K not repacked: vec_dot's 8 lanes over each
+ *   - Q2_K/Q3_K/Q4_K/Q5_K/Q6_K not repacked: vec_dot's 8 lanes over each
  *     32-value group, the mins (Q6_K: the -32 offset) handled per bsum
- *     pair (Q3_K's -4 offset stays in its own lane);
+ *     pair (Q3_K's -4 offset stays in its own lane; Q2_K's min lanes are
+ *     FMA'd into the same 8 lanes first);
  *   - repacked Q4_0: one accumulator per output, block after block (gemv
  *     and gemm agree); repacked Q4_K: gemv per super-block, gemm per pair
- *     of 32-value sub-blocks.
+ *     of 32-value sub-blocks; repacked Q2_K (only an AVX-512 build
+ *     repacks it): the same two accumulators, gemv per super-block, gemm
+ *     per 128-value half.
  * Checked bit for bit against llama.cpp (node-llama-cpp 3.21.1's build,
- * ggml 0.23.0) op by op.  Not mirrored yet: Q2_K (repacked gemm), which
- * uses the scalar reference order (quant.h's vec_dot).
+ * ggml 0.23.0) op by op.
  *
- * So for F32/F16/BF16 and repacked Q4_K, llama.cpp's own result depends on
+ * So for F32/F16/BF16 and repacked Q4_K/Q2_K, llama.cpp's own result depends on
  * whether the op had one row or several: lo_matmul takes the op as an
  * argument (the caller knows it) instead of looking at its own batch.  One
  * deviation keeps rows independent of how a batch is cut: llama.cpp's

@@ -7,12 +7,15 @@
  *     indexed activation rows too);
  *   - Q3_K in vec_dot's lane order, on a hand-worked block whose result
  *     differs from the scalar reference order's, on every path;
- *   - the SIMD kernels for BF16 (VDPBF16PS emulation), Q2_K (the scalar
- *     reference order) and Q3_K (vec_dot lanes) give the scalar
- *     lo_matmul's bits on every SIMD path this CPU runs (the AVX2 path
- *     too), on odd shapes, 1..9 and 40 tokens, denormal BF16 products;
- *     checked in a child
- *     process whose path is scalar, so lo_matmul is the scalar code;
+ *   - Q2_K in vec_dot's lane order and in the repacked gemv and gemm
+ *     orders, on a hand-worked two-block row where the three and the
+ *     scalar reference order give four different floats, on every path;
+ *   - the SIMD kernels for BF16 (VDPBF16PS emulation), Q2_K (vec_dot
+ *     lanes; repacked gemv / gemm for rows % 8 == 0) and Q3_K (vec_dot
+ *     lanes) give the scalar lo_matmul's bits on every SIMD path this CPU
+ *     runs (the AVX2 path too), on odd shapes, 1..9 and 40 tokens,
+ *     denormal BF16 products; checked in a child process whose path is
+ *     scalar, so lo_matmul is the scalar code;
  *   - end to end: the fixture pairs whose every op is mirrored give
  *     llama.cpp's logits bit for bit (all but tiny-v3-f32-legacykvb, whose
  *     graph in llama.cpp decompresses kv_b instead of absorbing it). */
@@ -112,9 +115,11 @@ static void test_matmul_determinism(void) {
         }
         free(W);
     }
-    /* repacking: Q4_0 / Q4_K with rows % 8 == 0, in a plain mul_mat only */
-    CHECK(lo_repacked(QT_Q4_0, 64, true) && lo_repacked(QT_Q4_K, 8, true), "repacked types");
-    CHECK(!lo_repacked(QT_Q4_0, 737, true) && !lo_repacked(QT_Q4_K, 64, false) && !lo_repacked(QT_Q8_0, 64, true),
+    /* repacking: Q4_0 / Q4_K / Q2_K with rows % 8 == 0, in a plain mul_mat only */
+    CHECK(lo_repacked(QT_Q4_0, 64, true) && lo_repacked(QT_Q4_K, 8, true) && lo_repacked(QT_Q2_K, 96, true),
+          "repacked types");
+    CHECK(!lo_repacked(QT_Q4_0, 737, true) && !lo_repacked(QT_Q4_K, 64, false) && !lo_repacked(QT_Q8_0, 64, true) &&
+              !lo_repacked(QT_Q2_K, 737, true) && !lo_repacked(QT_Q2_K, 64, false),
           "not repacked");
     tpool_destroy(tp);
     free(w), free(x);
@@ -196,6 +201,117 @@ static void test_q3_K_order(void) {
         const bool ran = kern_matmul_llama_path((enum kern_path)p, NULL, LO_K_VEC, false, QT_Q3_K, &b, 1, 256, A, as, 1, &y);
         CHECK(ran && y == want, "Q3_K %s kernel: %d %.9g, expected %.9g", kern_path_name((enum kern_path)p), ran, y,
               want);
+    }
+    free(A);
+}
+
+/* Q2_K block with values v[256] (0..3), 16 scales and 16 mins (0..15) in
+ * the ggml layout: value 128c + 32s + l at bits 2s of qs[32c + l], scale
+ * and min of 16-value group j in the low and high nibble of scales[j]. */
+static void encode_q2_K(const int v[256], const int sc[16], const int mn[16], float d, float dmin, block_q2_K *b) {
+    memset(b, 0, sizeof *b);
+    for (int k = 0; k < 256; k++) b->qs[32 * (k / 128) + k % 32] |= (uint8_t)(v[k] << (2 * (k % 128 / 32)));
+    for (int j = 0; j < 16; j++) b->scales[j] = (uint8_t)(sc[j] | mn[j] << 4);
+    b->d = f32_to_fp16(d);
+    b->dmin = f32_to_fp16(dmin);
+}
+
+/* Q2_K against llama.cpp's three orders on one hand-worked row of two
+ * super-blocks, d = 1 + 2^-10 and dmin = 1 + 2^-9 (exact in fp16).  Both
+ * blocks: values 0-3 are 3 against activations -127 (so Q8_K keeps every
+ * activation exactly, d_a = 1); block 0 also has value 138 = 1 against 65,
+ * scales / mins 10 / 5 (group 0) and 5 / 5 (group 8); block 1 value 131 =
+ * 3 against -118, scales / mins 12 / 2 and 9 / 9.  Integers per block:
+ *   isum halves  (-15240, 325)   and (-18288, -3186)
+ *   msum halves  (-2540, 325)    and (-1016, -1062)   (mins x bsums)
+ *   lanes        lane 0 -15240, lane 2 325;  lane 0 -21474
+ *   mprod lanes  lane 0 -2540, lane 4 325;   lane 0 -1016, lane 4 -1062
+ * and the four float sequences (worked out exactly, rounded at each step):
+ *   scalar reference  sum += d*isum - dmin*msum     -32123.15234375
+ *   vec_dot           fma(-dmin, mprod), fma(d, lane) per lane, hsum8
+ *                                                   -32123.1484375
+ *   repacked gemv     acc += isum*d, acc_m += msum*dmin per block (fma),
+ *                     acc - acc_m                   -32123.150390625
+ *   repacked gemm     the same per 128-value half   -32123.154296875 */
+static void test_q2_K_order(void) {
+    static const int pos[2] = {138, 131}, val[2] = {1, 3}, act[2] = {65, -118};
+    static const int scs[2][2] = {{10, 5}, {12, 9}}, mns[2][2] = {{5, 5}, {2, 9}};
+    const float dw = 1.0f + 0x1p-10f, dmw = 1.0f + 0x1p-9f;
+    block_q2_K b[2];
+    float x[512] = {0};
+    int v[2][256] = {{0}}, sc[2][16] = {{0}}, mn[2][16] = {{0}};
+    for (int i = 0; i < 2; i++) {
+        for (int k = 0; k < 4; k++) v[i][k] = 3, x[256 * i + k] = -127;
+        v[i][pos[i]] = val[i], x[256 * i + pos[i]] = (float)act[i];
+        sc[i][0] = scs[i][0], sc[i][8] = scs[i][1], mn[i][0] = mns[i][0], mn[i][8] = mns[i][1];
+        encode_q2_K(v[i], sc[i], mn[i], dw, dmw, &b[i]);
+    }
+    block_q8_K a[2];
+    qtype_get(QT_Q8_K)->from_float(x, a, 512);
+    bool exact = a[0].d == 1.0f && a[1].d == 1.0f;
+    for (int k = 0; k < 512; k++) exact &= a[k / 256].qs[k % 256] == (int8_t)x[k];
+    CHECK(exact, "Q8_K of the hand-worked activations: d %g %g, expected 1 and the values unchanged", a[0].d, a[1].d);
+
+    /* the formulas, in plain C */
+    const float d = a[0].d * fp16_to_f32(b[0].d), dmin = a[0].d * fp16_to_f32(b[0].dmin);
+    float ref = 0, acc[8] = {0}, gv = 0, gvm = 0, gm = 0, gmm = 0;
+    for (int i = 0; i < 2; i++) {
+        int lane[8] = {0}, mprod[8] = {0}, ih[2] = {0, 0}, mh[2] = {0, 0};
+        for (int k = 0; k < 256; k++) {
+            const int p = sc[i][k / 16] * v[i][k] * (int)x[256 * i + k];
+            lane[k % 32 / 4] += p;
+            ih[k / 128] += p;
+            const int m = mn[i][k / 16] * (int)x[256 * i + k]; /* min times the activation: bsum terms */
+            mprod[k / 32] += m;
+            mh[k / 128] += m;
+        }
+        const int isum = ih[0] + ih[1], msum = mh[0] + mh[1];
+        ref += d * (float)isum - dmin * (float)msum;
+        for (int l = 0; l < 8; l++) acc[l] = fmaf(d, (float)lane[l], fmaf(-dmin, (float)mprod[l], acc[l]));
+        gv = fmaf((float)isum, d, gv), gvm = fmaf((float)msum, dmin, gvm);
+        for (int h = 0; h < 2; h++) gm = fmaf((float)ih[h], d, gm), gmm = fmaf((float)mh[h], dmin, gmm);
+    }
+    const float h0 = acc[0] + acc[4], h1 = acc[1] + acc[5], h2 = acc[2] + acc[6], h3 = acc[3] + acc[7];
+    const float want_vec = (h0 + h2) + (h1 + h3), want_gemv = gv - gvm, want_gemm = gm - gmm;
+    CHECK(ref == -32123.15234375f && want_vec == -32123.1484375f && want_gemv == -32123.150390625f &&
+              want_gemm == -32123.154296875f,
+          "Q2_K hand case: formulas give %.9g %.9g %.9g %.9g, worked out -32123.15234375 -32123.1484375 "
+          "-32123.150390625 -32123.154296875",
+          ref, want_vec, want_gemv, want_gemm);
+    float r;
+    qtype_get(QT_Q2_K)->vec_dot(512, &r, b, a);
+    CHECK(r == ref, "Q2_K hand case: scalar reference %.9g, worked out %.9g", r, ref);
+
+    /* lo_matmul: 1-row op (vec_dot, or gemv when repacked); a 2-row op on
+     * repacked weights (gemm, both rows the same) */
+    float y[2] = {-1.0f, -1.0f};
+    const char *pn = kern_path_name(kern_get_path());
+    lo_matmul(NULL, LO_MUL_MAT_1, false, QT_Q2_K, b, 1, 512, x, 1, y);
+    CHECK(y[0] == want_vec, "Q2_K lo_matmul vec (%s path): %.9g, expected %.9g", pn, y[0], want_vec);
+    lo_matmul(NULL, LO_MUL_MAT_1, true, QT_Q2_K, b, 1, 512, x, 1, y);
+    CHECK(y[0] == want_gemv, "Q2_K lo_matmul gemv (%s path): %.9g, expected %.9g", pn, y[0], want_gemv);
+    float x2[1024];
+    memcpy(x2, x, sizeof x), memcpy(x2 + 512, x, sizeof x);
+    lo_matmul(NULL, LO_MUL_MAT_N, true, QT_Q2_K, b, 1, 512, x2, 2, y);
+    CHECK(y[0] == want_gemm && y[1] == want_gemm, "Q2_K lo_matmul gemm (%s path): %.9g %.9g, expected %.9g", pn, y[0],
+          y[1], want_gemm);
+    /* each SIMD kernel directly */
+    const size_t as = kern_act_row_size(QT_Q2_K, 512);
+    uint8_t *A = malloc(as);
+    kern_quantize_act(QT_Q2_K, x, A, 512);
+    for (int p = KERN_AVX2; p <= KERN_AVX512; p++) {
+        if (!kern_path_supported((enum kern_path)p)) continue;
+        const char *name = kern_path_name((enum kern_path)p);
+        static const struct { enum lo_kernel k; bool rep; const char *what; } ks[3] = {
+            {LO_K_VEC, false, "vec"}, {LO_K_VEC, true, "gemv"}, {LO_K_GEMM, true, "gemm"}};
+        const float want[3] = {want_vec, want_gemv, want_gemm};
+        for (int i = 0; i < 3; i++) {
+            y[0] = -1.0f;
+            const bool ran = kern_matmul_llama_path((enum kern_path)p, NULL, ks[i].k, ks[i].rep, QT_Q2_K, b, 1, 512, A,
+                                                    as, 1, y);
+            CHECK(ran && y[0] == want[i], "Q2_K %s %s kernel: %d %.9g, expected %.9g", name, ks[i].what, ran, y[0],
+                  want[i]);
+        }
     }
     free(A);
 }
@@ -311,9 +427,10 @@ static void *make_rows(int t, int rows, int cols, uint32_t *s) {
     return W;
 }
 
-/* The kernel lo_matmul picks for an op (llama_order.c's kernel_of; none
- * of these three types is repacked). */
-static enum lo_kernel kernel_for(enum lo_op op, int t, int rows, int cols) {
+/* The kernel lo_matmul picks for an op (llama_order.c's kernel_of; of
+ * these three types only Q2_K is repacked, when rows % 8 == 0). */
+static enum lo_kernel kernel_for(enum lo_op op, bool repacked, int t, int rows, int cols) {
+    if (op == LO_MUL_MAT_N && repacked) return LO_K_GEMM;
     return op == LO_MUL_MAT_N && t == QT_BF16 && cols % 32 == 0 && rows % 4 == 0 ? LO_K_TINY : LO_K_VEC;
 }
 
@@ -340,7 +457,7 @@ static void test_bf16_flush(enum kern_path p, tpool *tp) {
 /* Bitwise lo_matmul (scalar here) on every supported SIMD path. */
 static void test_simd_vs_scalar(void) {
     static const int types[] = {QT_BF16, QT_Q2_K, QT_Q3_K};
-    static const int rows_list[] = {1, 3, 17, 33, 36};
+    static const int rows_list[] = {1, 3, 8, 17, 33, 36, 40};
     static const int kcols[] = {256, 512, 1024};
     static const int bcols[] = {32, 33, 64, 96, 100, 129, 256, 288};
     static const int ntoks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 40};
@@ -361,7 +478,7 @@ static void test_simd_vs_scalar(void) {
         const int t = types[ti];
         const int *cl = t == QT_BF16 ? bcols : kcols;
         const int ncl = t == QT_BF16 ? (int)(sizeof bcols / sizeof bcols[0]) : (int)(sizeof kcols / sizeof kcols[0]);
-        int cases[3] = {0}, bad[3] = {0}, declined[3] = {0};
+        int cases[3] = {0}, bad[3] = {0}, declined[3] = {0}, repacked[3] = {0};
         for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
             for (int ci = 0; ci < ncl; ci++) {
                 const int rows = rows_list[ri], cols = cl[ci], nmax = 40;
@@ -377,31 +494,35 @@ static void test_simd_vs_scalar(void) {
                 for (int u = 0; u < nmax; u++) kern_quantize_act(t, X + (size_t)u * cols, A + as * (size_t)u, cols);
                 float *ref = malloc(sizeof(float) * (size_t)rows * nmax), *y = malloc(sizeof(float) * (size_t)rows * nmax);
                 for (size_t ni = 0; ni < sizeof ntoks / sizeof ntoks[0]; ni++)
-                    for (int op = LO_MUL_MAT_1; op <= LO_MUL_MAT_ID; op++) {
-                        const int n = ntoks[ni];
-                        if (op == LO_MUL_MAT_1 && n != 1) continue;
-                        if (op == LO_MUL_MAT_N && n == 1) continue;
-                        lo_matmul(NULL, (enum lo_op)op, false, t, W, rows, cols, X, n, ref);
-                        const enum lo_kernel k = kernel_for((enum lo_op)op, t, rows, cols);
-                        for (int p = KERN_AVX2; p <= KERN_AVX512; p++) {
-                            if (!kern_path_supported((enum kern_path)p)) continue;
-                            memset(y, 0xFF, sizeof(float) * (size_t)rows * n);
-                            if (!kern_matmul_llama_path((enum kern_path)p, tp, k, false, t, W, rows, cols, A, as, n, y)) {
-                                declined[p]++;
-                                continue;
-                            }
-                            cases[p]++;
-                            if (memcmp(ref, y, sizeof(float) * (size_t)rows * n)) {
-                                if (bad[p]++ < 3) {
-                                    size_t i = 0;
-                                    while (!memcmp(&ref[i], &y[i], 4)) i++;
-                                    fprintf(stderr, "  %s %s op %d %dx%d ntok %d: output %zu: %a vs %a\n",
-                                            kern_path_name((enum kern_path)p), qtype_name(t), op, rows, cols, n, i,
-                                            ref[i], y[i]);
+                    for (int op = LO_MUL_MAT_1; op <= LO_MUL_MAT_ID; op++)
+                        for (int rep = 0; rep < 2; rep++) { /* layouts: as stored, repacked (Q2_K, rows % 8 == 0) */
+                            const int n = ntoks[ni];
+                            if (op == LO_MUL_MAT_1 && n != 1) continue;
+                            if (op == LO_MUL_MAT_N && n == 1) continue;
+                            if (rep && !lo_repacked(t, rows, true)) continue;
+                            lo_matmul(NULL, (enum lo_op)op, rep, t, W, rows, cols, X, n, ref);
+                            const enum lo_kernel k = kernel_for((enum lo_op)op, rep, t, rows, cols);
+                            for (int p = KERN_AVX2; p <= KERN_AVX512; p++) {
+                                if (!kern_path_supported((enum kern_path)p)) continue;
+                                memset(y, 0xFF, sizeof(float) * (size_t)rows * n);
+                                if (!kern_matmul_llama_path((enum kern_path)p, tp, k, rep, t, W, rows, cols, A, as, n,
+                                                            y)) {
+                                    declined[p]++;
+                                    continue;
+                                }
+                                cases[p]++;
+                                if (rep) repacked[p]++;
+                                if (memcmp(ref, y, sizeof(float) * (size_t)rows * n)) {
+                                    if (bad[p]++ < 3) {
+                                        size_t i = 0;
+                                        while (!memcmp(&ref[i], &y[i], 4)) i++;
+                                        fprintf(stderr, "  %s %s op %d repacked %d %dx%d ntok %d: output %zu: %a vs %a\n",
+                                                kern_path_name((enum kern_path)p), qtype_name(t), op, rep, rows, cols,
+                                                n, i, ref[i], y[i]);
+                                    }
                                 }
                             }
                         }
-                    }
                 free(W), free(X), free(A), free(ref), free(y);
             }
         for (int p = KERN_AVX2; p <= KERN_AVX512; p++) {
@@ -411,7 +532,9 @@ static void test_simd_vs_scalar(void) {
                   qtype_name(t), declined[p]);
             CHECK(cases[p] > 0 && bad[p] == 0, "%s %s: %d of %d products differ from lo_matmul", pn, qtype_name(t),
                   bad[p], cases[p]);
-            printf("path %s: %s, %d products bitwise lo_matmul's\n", pn, qtype_name(t), cases[p] - bad[p]);
+            CHECK(t != QT_Q2_K || repacked[p] > 0, "%s: no repacked Q2_K product checked", pn);
+            printf("path %s: %s, %d products bitwise lo_matmul's (%d repacked)\n", pn, qtype_name(t), cases[p] - bad[p],
+                   repacked[p]);
         }
     }
     tpool_destroy(tp);
@@ -500,6 +623,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--simd-vs-scalar")) { /* child of run_scalar_child */
         CHECK(kern_get_path() == KERN_SCALAR, "--simd-vs-scalar needs MOE_KERNEL=scalar (lo_matmul must be scalar)");
         test_q3_K_order(); /* lo_matmul's scalar code on it */
+        test_q2_K_order();
         test_simd_vs_scalar();
         return check_summary("test_llama_order --simd-vs-scalar");
     }
@@ -508,6 +632,7 @@ int main(int argc, char **argv) {
     test_sums();
     test_expf();
     test_q3_K_order();
+    test_q2_K_order();
     test_matmul_determinism();
     test_matmul_multi();
     test_fixtures_bitexact();
