@@ -84,11 +84,7 @@ typedef struct wblk {
  * subtracted at the end (llama.cpp's repacked Q4_K gemv); MODE_GEMM is
  * that, but in four steps per super-block, one per pair of sub-blocks
  * (llama.cpp's repacked Q4_K gemm; Q4_K slot order only). */
-enum { MODE_OFFSET = 0, MODE_MIN = 1, MODE_GEMM = 2, MODE_REF_OFFSET = 3, MODE_REF_MIN = 4 };
-/* MODE_REF_*: direct kernels only, the float steps of quant.h's scalar
- * vec_dot (what lo_matmul uses for Q2_K): sum += (d*da) * isum, or
- * sum += (d*da) * isum - (dmin*da) * msum, every operation rounded
- * (REF_OFFSET, the first, served Q3_K and is unused now). */
+enum { MODE_OFFSET = 0, MODE_MIN = 1, MODE_GEMM = 2 };
 
 /* Activation layout of one block for the engine: float d at DOFF, NPAIR
  * int16 pairs of sub-block sums at SOFF, the int8 quants at QOFF. */
@@ -778,12 +774,6 @@ INLINE __m128i reduce2(__m128i i4, __m128i m4) {
  * as the vector conversion of int_tile does. */
 INLINE __m128 block_update(__m128i t, __m128 dd, float da, int mode, __m128 acc) {
     const __m128 s = _mm_mul_ps(dd, _mm_set1_ps(da)); /* d*da, dmin*da */
-    if (mode == MODE_REF_OFFSET)
-        return _mm_add_ss(acc, _mm_mul_ss(s, _mm_cvtepi32_ps(_mm_sub_epi32(t, _mm_srli_si128(t, 8)))));
-    if (mode == MODE_REF_MIN) {
-        const __m128 f = _mm_cvtepi32_ps(t); /* isum in lane 0, msum in lane 2 */
-        return _mm_add_ss(acc, _mm_sub_ss(_mm_mul_ss(s, f), _mm_mul_ss(_mm_movehdup_ps(s), _mm_movehl_ps(f, f))));
-    }
     if (mode == MODE_OFFSET)
         return _mm_fmadd_ss(s, _mm_cvtepi32_ps(_mm_sub_epi32(t, _mm_srli_si128(t, 8))), acc);
     /* two accumulators (lane 0, lane 1) as llama.cpp's repacked gemv;
@@ -1017,10 +1007,9 @@ INLINE void unpack_k(int kind, const uint8_t *x, kblk *k) {
 
 /* R rows (1 or 2, independent chains for the out-of-order core) x T
  * tokens (1 or 2), accumulators in registers. */
-INLINE void direct_rows_mode(const kern_job *j, int r, int kind, int wblk, const int R, const int T, int ref) {
+INLINE void direct_rows(const kern_job *j, int r, int kind, int wblk, const int R, const int T) {
     const int nb = j->cols / 256;
-    int mode = (kind == KQ3 || kind == KQ6) ? MODE_OFFSET : MODE_MIN;
-    if (ref) mode = mode == MODE_OFFSET ? MODE_REF_OFFSET : MODE_REF_MIN;
+    const int mode = (kind == KQ3 || kind == KQ6) ? MODE_OFFSET : MODE_MIN;
     const int s16sums = !(kind == KQ4 || kind == KQ5);
     const uint8_t *row[2];
     const akq *act[2];
@@ -1050,10 +1039,6 @@ INLINE void direct_rows_mode(const kern_job *j, int r, int kind, int wblk, const
     }
     for (int i = 0; i < R; i++)
         for (int t = 0; t < T; t++) j->Y[(size_t)t * j->ystride + r + i] = block_final(acc[i][t], mode);
-}
-
-INLINE void direct_rows(const kern_job *j, int r, int kind, int wblk, const int R, const int T) {
-    direct_rows_mode(j, r, kind, wblk, R, T, 0);
 }
 
 INLINE void direct_k(const kern_job *j, int r0, int r1, int kind, int wblk) {
@@ -1252,26 +1237,6 @@ K_MM(q5_K, D_Q5_K, prep_q5_K, KQ5)
 K_MM(q6_K, D_Q6_K, prep_q6_K, KQ6)
 INT_MM(q4_K_gemm, D_Q4_K_GEMM, prep_q4_K)
 
-/* Q2_K in the order of quant.h's scalar vec_dot (lo_matmul uses it for
- * Q2_K): the direct kernels with MODE_REF_MIN, 2 tokens at a time.  (Q3_K
- * follows llama.cpp's vec_dot lanes: kern_lo_avx512.c.) */
-INLINE void ref_k(const kern_job *j, int r0, int r1, int kind, int wblk) {
-    for (int t0 = 0; t0 < j->ntok; t0 += 2) {
-        kern_job s = *j;
-        s.A = j->A + (size_t)t0 * j->astride;
-        s.Y = j->Y + (size_t)t0 * j->ystride;
-        s.ntok = j->ntok - t0 < 2 ? j->ntok - t0 : 2;
-        int r = r0;
-        for (; r + 2 <= r1; r += 2)
-            if (s.ntok == 2) direct_rows_mode(&s, r, kind, wblk, 2, 2, 1);
-            else direct_rows_mode(&s, r, kind, wblk, 2, 1, 1);
-        for (; r < r1; r++)
-            if (s.ntok == 2) direct_rows_mode(&s, r, kind, wblk, 1, 2, 1);
-            else direct_rows_mode(&s, r, kind, wblk, 1, 1, 1);
-    }
-}
-static void mm_ref_q2_K(const kern_job *j, int r0, int r1) { ref_k(j, r0, r1, KQ2, 84); }
-
 /* ------------------------------------------------------------------ */
 /* Float weights: F32, F16 (activations widened to f32), BF16 (vdpbf16ps)
  * One 16-lane accumulator per (row, token) over column chunks of 16 (32
@@ -1371,8 +1336,6 @@ static const kern_wops W_BF16 = {4, QT_BF16, abf16_bytes, NULL, mm_bf16};
 static const kern_wops W_Q4_K_GEMM = {16, QT_Q8_K, akq_bytes, akq_prep_k4, mm_q4_K_gemm};
 const kern_wops *kern_avx512_q4k_gemm(void) { return &W_Q4_K_GEMM; }
 
-static const kern_wops W_Q2_K_REF = {2, QT_Q8_K, akq_bytes, akq_prep_nat, mm_ref_q2_K};
-const kern_wops *kern_avx512_ref_k(int wtype) { return wtype == QT_Q2_K ? &W_Q2_K_REF : NULL; }
 
 const kern_wops *kern_avx512_wops(int wtype) {
     switch (wtype) {

@@ -298,7 +298,7 @@ static void test_llama_order(enum kern_path p, tpool *tp1, tpool *tp2) {
                                 QT_Q2_K, QT_Q3_K, QT_F32,  QT_F16,  QT_BF16};
     static const int rows_list[] = {8, 9, 24};
     static const enum lo_kernel kernels[] = {LO_K_VEC, LO_K_TINY, LO_K_GEMM};
-    int bad = 0, cases = 0;
+    int bad = 0, cases = 0, q2_rep[3] = {0}; /* Q2_K repacked cases per op */
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const int t = types[ti], blk = qtype_get(t)->blck;
         const int cols_list[3] = {blk == 1 ? 64 : blk * (blk == 256 ? 2 : 4), blk == 1 ? 200 : blk * (blk == 256 ? 3 : 7),
@@ -331,6 +331,7 @@ static void test_llama_order(enum kern_path p, tpool *tp1, tpool *tp2) {
                         if (!kern_matmul_llama_path(p, tp, kernels[kk], rep, t, pb.W, rows, cols, pb.Xq, pb.qstride, n, y))
                             continue;
                         cases++;
+                        if (t == QT_Q2_K && rep) q2_rep[op]++;
                         if (!bits_equal(ref, y, (size_t)rows * n)) {
                             bad++;
                             size_t i = 0;
@@ -345,6 +346,9 @@ static void test_llama_order(enum kern_path p, tpool *tp1, tpool *tp2) {
             }
     }
     CHECK(cases > 0, "%s: no llama-order kernel ran", kern_path_name(p));
+    /* repacked Q2_K (rows 8 and 24): gemv for 1-row and mul_mat_id ops, gemm for multi-row ones */
+    CHECK(q2_rep[LO_MUL_MAT_1] > 0 && q2_rep[LO_MUL_MAT_N] > 0 && q2_rep[LO_MUL_MAT_ID] > 0,
+          "%s: repacked Q2_K cases per op %d %d %d", kern_path_name(p), q2_rep[0], q2_rep[1], q2_rep[2]);
     { /* the attention dot product: lengths with and without a tail */
         int dbad = 0;
         float x[300], z[300];
