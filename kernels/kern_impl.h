@@ -88,8 +88,6 @@ void kern_avx512_attention_multi(int tiny, int n_kv, int W, int L, const float *
                                  const float *q, size_t qs, float scale, float *p, size_t ps, float *o, size_t os);
 void kern_avx512_rope(const float *cs, int n_dims, float *x);
 void kern_avx2_rope(const float *cs, int n_dims, float *x);
-/* Q2_K in the order of quant.h's scalar vec_dot (lo_matmul's) */
-const kern_wops *kern_avx512_ref_k(int wtype);
 /* kern_avx512.c's 16-row Q4_K kernel in llama.cpp's repacked gemm order */
 const kern_wops *kern_avx512_q4k_gemm(void);
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Logits of generated models against llama.cpp's, stored in tests/ref (see
-# its README): weight types the shared fixtures lack.  Each model is made
+# its README): weight types the shared fixtures lack (Q2_K, Q3_K).  Each model is made
 # again by `moe mkmodel` (deterministic) and must give llama.cpp's logits
 # bit for bit on every kernel path this CPU has.
 # Usage: tests/test_llama_ref.sh BUILD_DIR
@@ -35,6 +35,8 @@ check() {
 
 check tiny-Q3_K-seed1.f32 --preset tiny --type Q3_K --seed 1
 check tiny-Q3_K-seed2-l6-e32.f32 --preset tiny --type Q3_K --seed 2 --layers 6 --experts 32
+check tiny-Q2_K-seed1.f32 --preset tiny --type Q2_K --seed 1
+check tiny-Q2_K-seed2.f32 --preset tiny --type Q2_K --seed 2
 
 echo "test_llama_ref: $pass checks passed, $fail failed"
 [ $fail -eq 0 ]
