@@ -238,6 +238,21 @@ INLINE void unpack_q45(const uint8_t *x, kb *k, int q5) {
 static const int32_t k_pair_idx[4][8] = {
     {0, 0, 0, 0, 1, 1, 1, 1}, {2, 2, 2, 2, 3, 3, 3, 3}, {4, 4, 4, 4, 5, 5, 5, 5}, {6, 6, 6, 6, 7, 7, 7, 7}};
 
+/* S[g] of the types with 16-value scales, from the 16 signed 8-bit
+ * scales: lanes 0-3 of group g (values 0-15) get scale 2g, lanes 4-7
+ * scale 2g + 1, each as the int16 pair (scale, 0) for vpdpwssd. */
+INLINE void pair_scales(__m128i s8, __m256i S[8]) {
+    const __m256i m16 = _mm256_set1_epi32(0xFFFF);
+    const __m256i lo = _mm256_and_si256(_mm256_cvtepi8_epi32(s8), m16);
+    const __m256i hi = _mm256_and_si256(_mm256_cvtepi8_epi32(_mm_srli_si128(s8, 8)), m16);
+    #pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        const __m256i idx = _mm256_loadu_si256((const __m256i *)k_pair_idx[g]);
+        S[g] = _mm256_permutevar8x32_epi32(lo, idx);
+        S[4 + g] = _mm256_permutevar8x32_epi32(hi, idx);
+    }
+}
+
 INLINE void unpack_q6(const uint8_t *x, kb *k) {
     const __m256i m = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     #pragma GCC unroll 2
@@ -251,16 +266,8 @@ INLINE void unpack_q6(const uint8_t *x, kb *k) {
         k->W[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m),
                                           _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
     }
-    /* scales 2g, 2g+1 over the lanes 0-3, 4-7 of group g, as (scale, 0) */
     const __m128i s8 = _mm_loadu_si128((const __m128i *)(x + 192));
-    const __m256i lo = _mm256_and_si256(_mm256_cvtepi8_epi32(s8), _mm256_set1_epi32(0xFFFF));
-    const __m256i hi = _mm256_and_si256(_mm256_cvtepi8_epi32(_mm_srli_si128(s8, 8)), _mm256_set1_epi32(0xFFFF));
-    #pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-        const __m256i idx = _mm256_loadu_si256((const __m256i *)k_pair_idx[g]);
-        k->S[g] = _mm256_permutevar8x32_epi32(lo, idx);
-        k->S[4 + g] = _mm256_permutevar8x32_epi32(hi, idx);
-    }
+    pair_scales(s8, k->S);
     k->sc16 = _mm256_cvtepi8_epi16(s8);
     k->d = half2f(x + 208);
 }
@@ -296,14 +303,7 @@ INLINE void unpack_q3(const uint8_t *x, kb *k) {
     sc = _mm_insert_epi32(sc, (int)(((a0 >> 4) & k2) | (((t >> 4) & k3) << 4)), 2);
     sc = _mm_insert_epi32(sc, (int)(((a1 >> 4) & k2) | (((t >> 6) & k3) << 4)), 3);
     sc = _mm_sub_epi8(sc, _mm_set1_epi8(32));
-    const __m256i lo = _mm256_and_si256(_mm256_cvtepi8_epi32(sc), _mm256_set1_epi32(0xFFFF));
-    const __m256i hi = _mm256_and_si256(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)), _mm256_set1_epi32(0xFFFF));
-    #pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-        const __m256i idx = _mm256_loadu_si256((const __m256i *)k_pair_idx[g]);
-        k->S[g] = _mm256_permutevar8x32_epi32(lo, idx);
-        k->S[4 + g] = _mm256_permutevar8x32_epi32(hi, idx);
-    }
+    pair_scales(sc, k->S);
     k->d = half2f(x + 108);
 }
 
@@ -319,14 +319,7 @@ INLINE void unpack_q2(const uint8_t *x, kb *k) {
         for (int s = 0; s < 4; s++) k->W[4 * c + s] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
     }
     const __m128i b = _mm_loadu_si128((const __m128i *)x), m0f = _mm_set1_epi8(0x0F);
-    const __m128i sc = _mm_and_si128(b, m0f);
-    const __m256i lo = _mm256_cvtepu8_epi32(sc), hi = _mm256_cvtepu8_epi32(_mm_srli_si128(sc, 8));
-    #pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-        const __m256i idx = _mm256_loadu_si256((const __m256i *)k_pair_idx[g]);
-        k->S[g] = _mm256_permutevar8x32_epi32(lo, idx);
-        k->S[4 + g] = _mm256_permutevar8x32_epi32(hi, idx);
-    }
+    pair_scales(_mm_and_si128(b, m0f), k->S);
     k->sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), m0f));
     k->d = half2f(x + 80);
     k->dmin = half2f(x + 82);

@@ -231,17 +231,6 @@ static float dot_q4_0_repacked(int n, const block_q4_0 *x, const block_q8_0 *y) 
 
 /* ---- K-quants ---- */
 
-/* 6-bit scale j and min j of a Q4_K/Q5_K super-block. */
-static void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 /* Unsigned 4/5-bit values of a Q4_K/Q5_K super-block in row order. */
 static void unpack_q4_K(const block_q4_K *b, int v[QK_K]) {
     for (int j = 0; j < 4; j++)
@@ -287,7 +276,7 @@ static void lanes_k(const int v[QK_K], const int *sc, int per_scale, const int8_
 static void k4_scales(const uint8_t *scales, const int16_t *bsums, int sc[8], int mprod[4]) {
     int mn[8], q8s[8];
     for (int j = 0; j < 8; j++) {
-        scale_min_k4(j, scales, &sc[j], &mn[j]);
+        q4k_scale_min(j, scales, &sc[j], &mn[j]);
         q8s[j] = bsums[2 * j] + bsums[2 * j + 1];
     }
     for (int i = 0; i < 4; i++) mprod[i] = mn[2 * i] * q8s[2 * i] + mn[2 * i + 1] * q8s[2 * i + 1];
@@ -349,14 +338,6 @@ static float dot_q6_K(int n, const block_q6_K *x, const block_q8_K *y) {
     return lo_hsum8(acc);
 }
 
-/* Signed 6-bit scale j (0..15) of a Q3_K super-block: low 4 bits from
- * the nibbles of bytes 0-7, high 2 bits from bytes 8-11, minus 32. */
-static int q3_scale(const uint8_t *q, int j) {
-    const int lo = j < 8 ? q[j] & 0x0F : q[j - 8] >> 4;
-    const int hi = (q[8 + j % 4] >> (2 * (j / 4))) & 3;
-    return (lo | hi << 4) - 32;
-}
-
 /* Signed 3-bit values of a Q3_K super-block in row order: value
  * 128c + 32s + l has its low 2 bits at bits 2s of qs[32c + l] and is
  * lowered by 4 unless bit 4c + s of hmask[l] is set. */
@@ -377,7 +358,7 @@ static float dot_q3_K(int n, const block_q3_K *x, const block_q8_K *y) {
     int v[QK_K], sc[16], lane[8];
     for (int i = 0; i < n / QK_K; i++) {
         const float d = y[i].d * fp16_to_f32(x[i].d);
-        for (int j = 0; j < 16; j++) sc[j] = q3_scale(x[i].scales, j);
+        for (int j = 0; j < 16; j++) sc[j] = q3k_scale(x[i].scales, j);
         unpack_q3_K(&x[i], v);
         lanes_k(v, sc, 16, y[i].qs, lane);
         for (int l = 0; l < 8; l++) acc[l] = fmaf(d, (float)lane[l], acc[l]);

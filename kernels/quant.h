@@ -88,6 +88,29 @@ typedef struct {
     int16_t bsums[QK_K / 16]; /* sum of each group of 16 qs */
 } block_q8_K;
 
+/* 6-bit scale and min of sub-block j (0..7) of Q4_K / Q5_K: bytes 0-3 hold
+ * scales 0-3, bytes 4-7 mins 0-3 (low 6 bits); scales/mins 4-7 keep their
+ * low 4 bits in bytes 8-11 (scale low nibble, min high nibble) and their
+ * top 2 bits in the top bits of bytes 0-3 / 4-7. */
+static inline void q4k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Signed 6-bit scale j (0..15) of Q3_K (stored +32): low nibbles of scales
+ * 0-7 in the low nibbles of bytes 0-7, of scales 8-15 in their high
+ * nibbles; the top 2 bits of scale j at bits 2*(j/4) of byte 8 + j%4. */
+static inline int q3k_scale(const uint8_t *s, int j) {
+    const int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+    const int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (lo | hi << 4) - 32;
+}
+
 typedef void (*qt_to_float_fn)(const void *src, float *dst, int64_t n);
 typedef void (*qt_from_float_fn)(const float *src, void *dst, int64_t n);
 /* *s = dot(weight row w, activation row a), n values; a is in vec_dot_type. */

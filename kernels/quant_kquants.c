@@ -207,22 +207,8 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
     return scale;
 }
 
-/* 6-bit scale and min of sub-block j (0..7) of Q4_K / Q5_K: bytes 0-3 hold
- * scales 0-3, bytes 4-7 mins 0-3 (low 6 bits); scales/mins 4-7 keep their
- * low 4 bits in bytes 8-11 (scale low nibble, min high nibble) and their
- * top 2 bits in the top bits of bytes 0-3 / 4-7. */
-static void get_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
-/* Inverse of get_scale_min_k4 for one sub-block; scales must start zeroed
- * for j >= 4 bits to be OR-ed in. */
+/* Inverse of q4k_scale_min (quant.h) for one sub-block; scales must
+ * start zeroed for j >= 4 bits to be OR-ed in. */
 static void put_scale_min_k4(int j, uint8_t *q, uint8_t ls, uint8_t lm) {
     if (j < 4) {
         q[j] = ls;
@@ -232,15 +218,6 @@ static void put_scale_min_k4(int j, uint8_t *q, uint8_t ls, uint8_t lm) {
         q[j - 4] |= (uint8_t)((ls >> 4) << 6);
         q[j] |= (uint8_t)((lm >> 4) << 6);
     }
-}
-
-/* Q3_K's sixteen 6-bit scales (stored +32): low nibbles of scales 0-7 in
- * the low nibbles of bytes 0-7, of scales 8-15 in their high nibbles; the
- * top 2 bits of scale j at bits 2*(j/4) of byte 8 + j%4. */
-static int q3_k_scale(const uint8_t *s, int j) {
-    int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
-    int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-    return (lo | hi << 4) - 32;
 }
 
 /* Packs 256 2-bit values: byte l of each 32-byte group g (0..1) holds values
@@ -373,7 +350,7 @@ void qref_to_float_q3_K(const void *src, float *dst, int64_t n) {
         for (int c = 0; c < QK_K; c += 128) {
             for (int shift = 0; shift < 8; shift += 2) {
                 for (int half = 0; half < 2; half++) {
-                    const float dl = d_all * q3_k_scale(x[i].scales, is++);
+                    const float dl = d_all * q3k_scale(x[i].scales, is++);
                     for (int l = 16 * half; l < 16 * half + 16; l++)
                         *y++ = dl * (((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4));
                 }
@@ -416,7 +393,7 @@ void qref_from_float_q3_K(const float *src, void *dst, int64_t n) {
             y[i].d = f32_to_fp16(0.f);
         }
         for (int j = 0; j < QK_K / 16; j++) {
-            const float d = fp16_to_f32(y[i].d) * q3_k_scale(y[i].scales, j);
+            const float d = fp16_to_f32(y[i].d) * q3k_scale(y[i].scales, j);
             if (!d)
                 continue;
             for (int ii = 0; ii < 16; ii++) {
@@ -455,7 +432,7 @@ void qref_vec_dot_q3_K_q8_K(int n, float *s, const void *w, const void *a) {
                     int isuml = 0;
                     for (int l = 16 * half; l < 16 * half + 16; l++)
                         isuml += q8[l] * (((q3[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4));
-                    isum += q3_k_scale(x[i].scales, is++) * isuml;
+                    isum += q3k_scale(x[i].scales, is++) * isuml;
                 }
                 q8 += 32;
                 m <<= 1;
@@ -469,7 +446,7 @@ void qref_vec_dot_q3_K_q8_K(int n, float *s, const void *w, const void *a) {
 
 /* ---- Q4_K: x = d*sc*q - dmin*m per 32 values; q 4-bit (byte l of each
  * 32-byte group g holds value 64g + l low, 64g + 32 + l high), sc and m
- * 6-bit (get_scale_min_k4) ---- */
+ * 6-bit (q4k_scale_min) ---- */
 
 void qref_to_float_q4_K(const void *src, float *dst, int64_t n) {
     const block_q4_K *x = src;
@@ -479,10 +456,10 @@ void qref_to_float_q4_K(const void *src, float *dst, int64_t n) {
         const float min = fp16_to_f32(x[i].dmin);
         float *y = dst + i * QK_K;
         for (int j = 0; j < QK_K / 64; j++) {
-            uint8_t sc, m;
-            get_scale_min_k4(2 * j, x[i].scales, &sc, &m);
+            int sc, m;
+            q4k_scale_min(2 * j, x[i].scales, &sc, &m);
             const float d1 = d * sc, m1 = min * m;
-            get_scale_min_k4(2 * j + 1, x[i].scales, &sc, &m);
+            q4k_scale_min(2 * j + 1, x[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; l++) *y++ = d1 * (q[l] & 0xF) - m1;
             for (int l = 0; l < 32; l++) *y++ = d2 * (q[l] >> 4) - m2;
@@ -523,8 +500,8 @@ static void quant_superblock_k(const float *x, int nmax, float rmin, float rdelt
     *d_out = f32_to_fp16(max_scale / 63.f);
     *dmin_out = f32_to_fp16(max_min / 63.f);
     for (int j = 0; j < QK_K / 32; j++) {
-        uint8_t sc, m;
-        get_scale_min_k4(j, scales_out, &sc, &m);
+        int sc, m;
+        q4k_scale_min(j, scales_out, &sc, &m);
         const float d = fp16_to_f32(*d_out) * sc;
         if (!d)
             continue;
@@ -554,10 +531,7 @@ void qref_from_float_q4_K(const float *src, void *dst, int64_t n) {
  * applied through the Q8_K sums of 16 (two per sub-block). */
 static void q4k_scales_mins(const uint8_t *packed, int sc[8], int mn[8]) {
     for (int j = 0; j < 8; j++) {
-        uint8_t s, m;
-        get_scale_min_k4(j, packed, &s, &m);
-        sc[j] = s;
-        mn[j] = m;
+        q4k_scale_min(j, packed, &sc[j], &mn[j]);
     }
 }
 
@@ -604,10 +578,10 @@ void qref_to_float_q5_K(const void *src, float *dst, int64_t n) {
         float *y = dst + i * QK_K;
         uint8_t u1 = 1, u2 = 2;
         for (int j = 0; j < QK_K / 64; j++) {
-            uint8_t sc, m;
-            get_scale_min_k4(2 * j, x[i].scales, &sc, &m);
+            int sc, m;
+            q4k_scale_min(2 * j, x[i].scales, &sc, &m);
             const float d1 = d * sc, m1 = min * m;
-            get_scale_min_k4(2 * j + 1, x[i].scales, &sc, &m);
+            q4k_scale_min(2 * j + 1, x[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; l++) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
             for (int l = 0; l < 32; l++) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
