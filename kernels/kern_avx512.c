@@ -16,6 +16,7 @@
  * lane p; it is its own inverse, and outputs are put back in row order by
  * one permute when stored. */
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kern_impl.h"
@@ -86,6 +87,10 @@ typedef struct wblk {
  * (llama.cpp's repacked Q4_K gemm; Q4_K slot order only). */
 enum { MODE_OFFSET = 0, MODE_MIN = 1, MODE_GEMM = 2 };
 
+/* Offsets of the 32-value sums and of d in an akq activation block
+ * (defined with it below, checked there). */
+enum { AKQ_SOFF = 288, AKQ_DOFF = 304 };
+
 /* Activation layout of one block for the engine: float d at DOFF, NPAIR
  * int16 pairs of sub-block sums at SOFF, the int8 quants at QOFF. */
 typedef struct int_desc {
@@ -111,50 +116,6 @@ INLINE void int_tile(const int_desc *D, const wblk *w, const uint8_t *const *a, 
     __m512i isum[8], msum[8];
     #pragma GCC unroll 16
     for (int t = 0; t < TT; t++) isum[t] = msum[t] = _mm512_setzero_si512();
-    if (D->mode == MODE_GEMM) {
-        /* pair j = sub-blocks 2j, 2j+1 = these k4-order slots */
-        static const int slots[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
-        __m512 dd[8], dm[8];
-        #pragma GCC unroll 16
-        for (int t = 0; t < TT; t++) {
-            float da;
-            memcpy(&da, a[t] + D->doff, 4);
-            dd[t] = _mm512_mul_ps(w->d, _mm512_set1_ps(da));
-            dm[t] = _mm512_mul_ps(w->dmin, _mm512_set1_ps(da));
-        }
-        #pragma GCC unroll 4
-        for (int jp = 0; jp < 4; jp++) {
-            __m512i ps[8];
-            #pragma GCC unroll 16
-            for (int t = 0; t < TT; t++) ps[t] = _mm512_setzero_si512();
-            #pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                const int g = slots[jp][h];
-                __m512i dot[8], alt[8];
-                #pragma GCC unroll 16
-                for (int t = 0; t < TT; t++) dot[t] = alt[t] = _mm512_setzero_si512();
-                #pragma GCC unroll 8
-                for (int kk = 0; kk < 8; kk += 2) {
-                    const int k = 8 * g + kk;
-                    #pragma GCC unroll 16
-                    for (int t = 0; t < TT; t++) {
-                        dot[t] = _mm512_dpbusd_epi32(dot[t], w->q[k], bc32(a[t] + D->qoff + 4 * k));
-                        alt[t] = _mm512_dpbusd_epi32(alt[t], w->q[k + 1], bc32(a[t] + D->qoff + 4 * k + 4));
-                    }
-                }
-                #pragma GCC unroll 16
-                for (int t = 0; t < TT; t++)
-                    ps[t] = _mm512_add_epi32(ps[t], _mm512_mullo_epi32(_mm512_add_epi32(dot[t], alt[t]), w->sc[g]));
-            }
-            #pragma GCC unroll 16
-            for (int t = 0; t < TT; t++) {
-                __m512i m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w->mn[jp], bc32(a[t] + D->soff + 4 * jp));
-                acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ps[t]), dd[t], acc[t][0]);
-                acc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), dm[t], acc[t][1]);
-            }
-        }
-        return;
-    }
     if (D->nsub == 1) {
         /* two chains per token when alone, so dpbusd latency is hidden;
          * integer sums are exact, so the split changes nothing */
@@ -215,22 +176,17 @@ INLINE void int_tile(const int_desc *D, const wblk *w, const uint8_t *const *a, 
     }
 }
 
-/* Q4_K-layout blocks (8 sub-blocks of 32 with their own scale, MODE_MIN
- * or MODE_GEMM), TT tokens at once with one vpdpbusd chain per token, so
- * that dot, isum and a weight vector (2 TT + 1 zmm) stay in registers:
- * each weight vector is loaded once per TT tokens and every activation
- * word is an embedded broadcast.  Same integers and float steps as
- * int_tile. */
+/* Q4_K-layout blocks (8 sub-blocks of 32 with their own scale) in
+ * MODE_MIN, TT tokens at once with one vpdpbusd chain per token, so that
+ * dot, isum and a weight vector (2 TT + 1 zmm) stay in registers: each
+ * weight vector is loaded once per TT tokens and every activation word is
+ * an embedded broadcast.  Same integers and float steps as int_tile. */
 INLINE void k8_tile(const int_desc *D, const wblk *w, const uint8_t *ab, size_t astride, __m512 (*acc)[2], const int TT) {
-    static const int slot_order[2][8] = {{0, 1, 2, 3, 4, 5, 6, 7}, {0, 2, 1, 3, 4, 6, 5, 7}};
-    const int gemm = D->mode == MODE_GEMM;
     __m512i isum[8], dot[8];
     #pragma GCC unroll 8
     for (int t = 0; t < TT; t++) isum[t] = _mm512_setzero_si512();
     #pragma GCC unroll 1
-    for (int si = 0; si < 8; si++) {
-        /* gemm: the pairs (2j, 2j+1) in slot order are slots {0,2}, {1,3}, {4,6}, {5,7} */
-        const int g = slot_order[gemm][si];
+    for (int g = 0; g < 8; g++) {
         #pragma GCC unroll 8
         for (int t = 0; t < TT; t++) dot[t] = _mm512_setzero_si512();
         #pragma GCC unroll 8
@@ -243,22 +199,7 @@ INLINE void k8_tile(const int_desc *D, const wblk *w, const uint8_t *ab, size_t 
         const __m512i sc = _mm512_load_si512(&w->sc[g]);
         #pragma GCC unroll 8
         for (int t = 0; t < TT; t++) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(dot[t], sc));
-        if (gemm && si % 2 == 1) { /* pair jp done: acc += ps * d*da, acc_m += msum_jp * dmin*da */
-            const int jp = si / 2;
-            #pragma GCC unroll 8
-            for (int t = 0; t < TT; t++) {
-                const uint8_t *a = ab + (size_t)t * astride;
-                float da;
-                memcpy(&da, a + D->doff, 4);
-                const __m512 vda = _mm512_set1_ps(da);
-                const __m512i m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w->mn[jp], bc32(a + D->soff + 4 * jp));
-                acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(w->d, vda), acc[t][0]);
-                acc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(w->dmin, vda), acc[t][1]);
-                isum[t] = _mm512_setzero_si512();
-            }
-        }
     }
-    if (gemm) return;
     #pragma GCC unroll 8
     for (int t = 0; t < TT; t++) {
         const uint8_t *a = ab + (size_t)t * astride;
@@ -273,20 +214,21 @@ INLINE void k8_tile(const int_desc *D, const wblk *w, const uint8_t *ab, size_t 
     }
 }
 
-/* MODE_GEMM for TT tokens (4: more spills registers), a pair of
- * sub-blocks at a time: the two sub-blocks' dot chains interleave (2 TT
+/* MODE_GEMM (llama.cpp's repacked Q4_K gemm: per pair of sub-blocks 2j,
+ * 2j+1 = k4-order slots {0,2}, {1,3}, {4,6}, {5,7}, acc += isum * d*da
+ * and acc_m += msum * dmin*da) for TT <= 4 tokens (more spills registers),
+ * a pair at a time: the two sub-blocks' dot chains interleave (2 TT
  * independent chains), so the vpdpbusd stream never waits on one chain,
- * and the pair's float steps follow at once, all unrolled so activation
- * words are constant displacements.  Same integers and float steps as
- * k8_tile (hot-cache Q4_K 256x7168 at 32 tokens, 1 thread: 54% -> 63% of
- * the vpdpbusd peak). */
+ * all unrolled so activation words are constant displacements into the
+ * akq block (hot-cache Q4_K 256x7168 at 32 tokens, 1 thread: 63% of the
+ * vpdpbusd peak, where one sub-block at a time for 8 tokens gave 54%). */
 INLINE void k4_pair_tile(const wblk *w, const uint8_t *ab, size_t astride, __m512 (*acc)[2], const int TT) {
     static const int slots[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
-    __m512 dd[8], dm[8]; /* d * da and dmin * da: the products k8_tile forms per pair */
+    __m512 dd[4], dm[4]; /* d * da and dmin * da, formed once per block */
     #pragma GCC unroll 8
     for (int t = 0; t < TT; t++) {
         float da;
-        memcpy(&da, ab + (size_t)t * astride + 304, 4);
+        memcpy(&da, ab + (size_t)t * astride + AKQ_DOFF, 4);
         dd[t] = _mm512_mul_ps(w->d, _mm512_set1_ps(da));
         dm[t] = _mm512_mul_ps(w->dmin, _mm512_set1_ps(da));
     }
@@ -295,7 +237,7 @@ INLINE void k4_pair_tile(const wblk *w, const uint8_t *ab, size_t astride, __m51
         const int g0 = slots[jp][0], g1 = slots[jp][1];
         const __m512i *q0 = &w->q[8 * g0], *q1 = &w->q[8 * g1];
         const int o0 = 32 * g0, o1 = 32 * g1;
-        __m512i x[8], y[8];
+        __m512i x[4], y[4];
         #pragma GCC unroll 8
         for (int t = 0; t < TT; t++) x[t] = y[t] = _mm512_setzero_si512();
         #pragma GCC unroll 8
@@ -314,7 +256,7 @@ INLINE void k4_pair_tile(const wblk *w, const uint8_t *ab, size_t astride, __m51
         for (int t = 0; t < TT; t++) {
             const uint8_t *a = ab + (size_t)t * astride;
             const __m512i is = _mm512_add_epi32(_mm512_mullo_epi32(x[t], s0), _mm512_mullo_epi32(y[t], s1));
-            const __m512i m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mn, bc32(a + 288 + 4 * jp));
+            const __m512i m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mn, bc32(a + AKQ_SOFF + 4 * jp));
             acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), dd[t], acc[t][0]);
             acc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), dm[t], acc[t][1]);
         }
@@ -324,8 +266,12 @@ INLINE void k4_pair_tile(const wblk *w, const uint8_t *ab, size_t astride, __m51
 /* All nt tokens of a chunk against one prepared Q4_K-layout block. */
 static void k8_block(const int_desc *D, const wblk *w, const uint8_t *ab, size_t astride, __m512 (*acc)[2], int nt) {
     int t = 0;
-    if (D->mode == MODE_GEMM && D->doff == 304 && D->soff == 288 && D->qoff == 0)
+    if (D->mode == MODE_GEMM) { /* only D_Q4_K_GEMM: akq activation blocks */
         for (; t + 4 <= nt; t += 4) k4_pair_tile(w, ab + (size_t)t * astride, astride, acc + t, 4);
+        if (t + 2 <= nt) k4_pair_tile(w, ab + (size_t)t * astride, astride, acc + t, 2), t += 2;
+        if (t < nt) k4_pair_tile(w, ab + (size_t)t * astride, astride, acc + t, 1);
+        return;
+    }
     for (; t + 8 <= nt; t += 8) k8_tile(D, w, ab + (size_t)t * astride, astride, acc + t, 8);
     if (t + 4 <= nt) k8_tile(D, w, ab + (size_t)t * astride, astride, acc + t, 4), t += 4;
     if (t + 2 <= nt) k8_tile(D, w, ab + (size_t)t * astride, astride, acc + t, 2), t += 2;
@@ -709,6 +655,7 @@ typedef struct akq {
     uint8_t pad[12]; /* 320 bytes: every block starts a cache line */
 } akq;
 _Static_assert(sizeof(akq) == 320, "akq must be 5 cache lines");
+_Static_assert(offsetof(akq, s32) == AKQ_SOFF && offsetof(akq, d) == AKQ_DOFF, "AKQ_SOFF / AKQ_DOFF");
 
 static size_t akq_bytes(int cols) { return (size_t)(cols / 256) * sizeof(akq); }
 
@@ -741,7 +688,7 @@ static const int_desc D_Q2_K = {64, 16, 8, MODE_MIN, 304, 256, 0, 320, 84};
 static const int_desc D_Q3_K = {64, 16, 8, MODE_OFFSET, 304, 256, 0, 320, 110};
 static const int_desc D_Q4_K = {64, 8, 4, MODE_MIN, 304, 288, 0, 320, 144};
 static const int_desc D_Q5_K = {64, 8, 4, MODE_MIN, 304, 288, 0, 320, 176};
-static const int_desc D_Q4_K_GEMM = {64, 8, 4, MODE_GEMM, 304, 288, 0, 320, 144};
+static const int_desc D_Q4_K_GEMM = {64, 8, 4, MODE_GEMM, AKQ_DOFF, AKQ_SOFF, 0, 320, 144};
 static const int_desc D_Q6_K = {64, 16, 8, MODE_OFFSET, 304, 256, 0, 320, 210};
 
 /* ------------------------------------------------------------------ */
