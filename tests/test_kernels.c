@@ -17,8 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "check.h"
 #include "cpu.h"
@@ -481,23 +479,6 @@ static void test_llama_steps(enum kern_path p) {
            kern_path_name(p));
 }
 
-/* Runs this program again with MOE_KERNEL=scalar and --llama-order. */
-static int run_llama_order_child(void) {
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        setenv("MOE_KERNEL", "scalar", 1);
-        char *args[] = {"test_kernels", "--llama-order", NULL};
-        execv("/proc/self/exe", args);
-        _exit(127);
-    }
-    int st;
-    if (waitpid(pid, &st, 0) != pid) return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
-
 /* ---- thread pool ---- */
 
 typedef struct pool_probe {
@@ -605,7 +586,7 @@ int main(int argc, char **argv) {
             if (kern_path_supported((enum kern_path)p)) printf("%s\n", kern_path_name((enum kern_path)p));
         return 0;
     }
-    if (argc > 1 && !strcmp(argv[1], "--llama-order")) { /* child of run_llama_order_child */
+    if (argc > 1 && !strcmp(argv[1], "--llama-order")) { /* child of check_rerun_scalar */
         CHECK(kern_get_path() == KERN_SCALAR, "--llama-order needs MOE_KERNEL=scalar (lo_matmul must be scalar)");
         tpool *a = tpool_create(1), *b = tpool_create(2);
         for (int p = KERN_AVX2; p <= KERN_AVX512; p++)
@@ -653,7 +634,7 @@ int main(int argc, char **argv) {
         printf("\n");
     }
     test_multi(tp2);
-    int rc = run_llama_order_child();
+    int rc = check_rerun_scalar("test_kernels", "--llama-order");
     CHECK(rc == 0, "llama-order comparison (child process) failed with status %d", rc);
     tpool_destroy(tp1);
     tpool_destroy(tp2);

@@ -24,8 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "check.h"
 #include "cli.h"
@@ -540,24 +538,6 @@ static void test_simd_vs_scalar(void) {
     tpool_destroy(tp);
 }
 
-/* Runs this program again with MOE_KERNEL=scalar and --simd-vs-scalar;
- * its exit status (0: all checks passed). */
-static int run_scalar_child(void) {
-    fflush(stdout);
-    fflush(stderr);
-    const pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        setenv("MOE_KERNEL", "scalar", 1);
-        char *args[] = {"test_llama_order", "--simd-vs-scalar", NULL};
-        execv("/proc/self/exe", args);
-        _exit(127);
-    }
-    int st;
-    if (waitpid(pid, &st, 0) != pid) return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
-
 /* Fixture pairs whose every op llama_order mirrors: logits bit for bit. */
 static void test_fixtures_bitexact(void) {
     static const char *models[] = {"tiny-v3-f32",  "tiny-v3-bf16",    "tiny-v3-f16",       "tiny-v3-Q8_0",
@@ -620,14 +600,14 @@ static void test_fixtures_bitexact(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "--simd-vs-scalar")) { /* child of run_scalar_child */
+    if (argc > 1 && !strcmp(argv[1], "--simd-vs-scalar")) { /* child of check_rerun_scalar */
         CHECK(kern_get_path() == KERN_SCALAR, "--simd-vs-scalar needs MOE_KERNEL=scalar (lo_matmul must be scalar)");
         test_q3_K_order(); /* lo_matmul's scalar code on it */
         test_q2_K_order();
         test_simd_vs_scalar();
         return check_summary("test_llama_order --simd-vs-scalar");
     }
-    const int child = run_scalar_child();
+    const int child = check_rerun_scalar("test_llama_order", "--simd-vs-scalar");
     CHECK(child == 0, "SIMD kernels vs scalar lo_matmul (child process): status %d", child);
     test_sums();
     test_expf();
